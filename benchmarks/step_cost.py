@@ -1,0 +1,130 @@
+"""Cost of one DCKD training step per loss set, on the CPU.
+
+Median seconds per step (after warm-up steps, random data, `torch.set_num_threads(2)`) and peak RSS for the loss
+sets pix / +kd / +kd+lcr / +kd+dcr / +kd+dmm / full, each with its ratio to +kd, at two fixed configs:
+
+  A  paper nets on a CPU budget: teacher SwinIR-M x2, student SwinIR (embed 60, 4x6 blocks), VQGAN f16
+     (ch 128, codebook 1024x256); batch 2, HR patch 48
+  B  CPU scale: teacher SwinIR (embed 60, 4x6), student SwinIR (embed 24, 2x2), VQGAN (ch 32, z 64,
+     codebook 256x64); batch 4, HR patch 64
+
+Both use the x2 loss settings of METHOD.md (4 noisy copies + the clean input as negatives, noise prob 1,
+grey 0.5). Each (config, set) runs in a fresh subprocess so that the peak RSS is that set's own.
+The allocator is whatever the environment gives; e.g. to compare with a tuned glibc:
+
+    MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 python benchmarks/step_cost.py
+
+Usage: python benchmarks/step_cost.py [--config A|B|both] [--steps N] [--sets pix,+kd,full] [--quick]
+       [--fuse-teacher] [--fuse-frozen]   (batching options of DistillConfig; default: the trainer's CPU defaults)
+"""
+from __future__ import annotations
+import argparse, json, os, platform, resource, statistics, subprocess, sys, time, warnings
+
+SWINIR = dict(type='SwinIR', upscale=2, in_chans=3, window_size=8, img_range=1., mlp_ratio=2,
+              upsampler='pixelshuffle', resi_connection='1conv')
+CONFIGS = {
+    'A': dict(teacher=dict(SWINIR, img_size=24, embed_dim=180, depths=[6] * 6, num_heads=[6] * 6),
+              student=dict(SWINIR, img_size=24, embed_dim=60, depths=[6] * 4, num_heads=[6] * 4),
+              vqgan=dict(embed_dim=256, n_embed=1024, ddconfig=dict(ch=128, ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2,
+                         attn_resolutions=[16], z_channels=256, resolution=256, in_channels=3, out_ch=3,
+                         double_z=False, dropout=0.)),
+              batch=2, gt_size=48),
+    'B': dict(teacher=dict(SWINIR, img_size=32, embed_dim=60, depths=[6] * 4, num_heads=[6] * 4),
+              student=dict(SWINIR, img_size=32, embed_dim=24, depths=[2, 2], num_heads=[2, 2]),
+              vqgan=dict(embed_dim=64, n_embed=256, ddconfig=dict(ch=32, ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2,
+                         attn_resolutions=[16], z_channels=64, resolution=256, in_channels=3, out_ch=3,
+                         double_z=False, dropout=0.)),
+              batch=4, gt_size=64),
+}
+SETS = {
+    'pix': dict(use_kd=False, use_lcr=False, use_dcr=False, use_dmm=False),
+    '+kd': dict(use_pix=True, use_lcr=False, use_dcr=False, use_dmm=False),
+    '+kd+lcr': dict(use_dcr=False, use_dmm=False),
+    '+kd+dcr': dict(use_lcr=False, use_dmm=False),
+    '+kd+dmm': dict(use_lcr=False, use_dcr=False),
+    'full': dict(),
+}
+X2_NEG = dict(num_neg=4, p_blur=0., p_resize=0., p_noise=1., p_grey=0.5)   # METHOD.md x2 settings
+# the official implementation on this machine kind (tuned allocator, medians, seconds per step)
+REFERENCE = {'A': {'+kd': 0.39, 'full': 1.65}, 'B': {'+kd': 0.22, 'full': 0.72}}
+TARGET = 0.85   # full step <= 0.85 x the reference
+
+
+def allocator()->str:
+    keys = ('MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_', 'MALLOC_ARENA_MAX', 'LD_PRELOAD')
+    set_ = {k: os.environ[k] for k in keys if os.environ.get(k)}
+    return 'glibc default' if not set_ else ', '.join(f'{k}={v}' for k, v in set_.items())
+
+
+def child(cfg_name:str, set_name:str, steps:int, warmup:int, threads:int, fuse_teacher:bool, fuse_frozen:bool)->dict:
+    "Run in a fresh process: build the trainer, time `steps` steps after `warmup` ones."
+    import torch
+    torch.set_num_threads(threads)
+    from dckd.distill import Distiller, DistillConfig
+    c = CONFIGS[cfg_name]
+    cfg = DistillConfig.from_dict(dict(scale=2, teacher=c['teacher'], student=c['student'], vqgan=c['vqgan'],
+                                       batch=c['batch'], gt_size=c['gt_size'], device='cpu', progress=False,
+                                       fuse_teacher=fuse_teacher, fuse_frozen=fuse_frozen, seed=0,
+                                       **X2_NEG, **SETS[set_name]))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        d = Distiller(cfg)
+    g = torch.Generator().manual_seed(0)
+    b, s = c['batch'], c['gt_size']
+    times = []
+    for it in range(1, warmup + steps + 1):
+        gt = torch.rand(b, 3, s, s, generator=g)
+        lq = torch.rand(b, 3, s // 2, s // 2, generator=g)
+        t0 = time.perf_counter()
+        d.train_step(lq, gt, it)
+        if it > warmup: times.append(time.perf_counter() - t0)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux -> MiB
+    return dict(median=statistics.median(times), min=min(times), max=max(times), steps=len(times), rss_mb=rss)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--config', default='both', choices=['A', 'B', 'both'])
+    p.add_argument('--steps', type=int, default=20, help='timed steps (after the warm-up)')
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--sets', default=','.join(SETS), help='comma-separated loss sets')
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--quick', action='store_true', help='3 timed steps after 1 warm-up (a smoke run, noisy)')
+    p.add_argument('--fuse-teacher', action='store_true', help='one teacher call for lq and the lcr input')
+    p.add_argument('--fuse-frozen', action='store_true', help='one encoder call for teacher output and negatives')
+    p.add_argument('--child', nargs=2, metavar=('CONFIG', 'SET'), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.quick: a.steps, a.warmup = 3, 1
+    if a.child:
+        print(json.dumps(child(*a.child, a.steps, a.warmup, a.threads, a.fuse_teacher, a.fuse_frozen))); return
+    sets = [s.strip() for s in a.sets.split(',') if s.strip()]
+    if bad := [s for s in sets if s not in SETS]: p.error(f'unknown set(s) {bad}; accepted: {", ".join(SETS)}')
+    cfgs = ['A', 'B'] if a.config == 'both' else [a.config]
+    import torch
+    print(f'# DCKD step cost: torch {torch.__version__}, {a.threads} threads, {platform.processor() or platform.machine()}, '
+          f'{os.cpu_count()} CPUs; allocator: {allocator()}; {a.steps} timed steps after {a.warmup} warm-up; '
+          f'fuse_teacher={a.fuse_teacher}, fuse_frozen={a.fuse_frozen}')
+    print(f'# reference = official implementation (tuned allocator); target: full <= {TARGET} x reference full')
+    hdr = f"{'cfg':<4}{'set':<10}{'median s':>10}{'min s':>8}{'x +kd':>7}{'peak RSS MiB':>14}{'reference s':>13}{'target s':>10}"
+    print(hdr); print('-' * len(hdr))
+    for cn in cfgs:
+        res = {}
+        for sn in sets:
+            cmd = [sys.executable, os.path.abspath(__file__), '--child', cn, sn, '--steps', str(a.steps),
+                   '--warmup', str(a.warmup), '--threads', str(a.threads)] + \
+                  (['--fuse-teacher'] if a.fuse_teacher else []) + (['--fuse-frozen'] if a.fuse_frozen else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+            if out.returncode:
+                print(f'{cn:<4}{sn:<10} FAILED\n{out.stderr[-2000:]}'); continue
+            r = res[sn] = json.loads(out.stdout.strip().splitlines()[-1])
+            kd = res.get('+kd', {}).get('median')
+            ref = REFERENCE[cn].get(sn)
+            tgt = TARGET * ref if sn == 'full' and ref else None
+            f = lambda v, w, d: f'{v:>{w}.{d}f}' if v is not None else f'{"-":>{w}}'
+            print(f"{cn:<4}{sn:<10}{f(r['median'], 10, 3)}{f(r['min'], 8, 3)}{f(r['median'] / kd if kd else None, 7, 2)}"
+                  f"{f(r['rss_mb'], 14, 0)}{f(ref, 13, 2)}{f(tgt, 10, 2)}"
+                  + ('' if tgt is None else ('  ok' if r['median'] <= tgt else '  ABOVE TARGET')), flush=True)
+
+
+if __name__ == '__main__':
+    main()
