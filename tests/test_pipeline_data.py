@@ -51,7 +51,7 @@ def test_prepare_stage_runs_and_is_cached(repo):
     assert len(list((out / 'train/LR/X2').glob('*x2.png'))) == 8
     second = run('dvc repro prepare', repo).stdout
     assert 'up to date' in second or 'didn\'t change' in second, second
-    st = run('dvc status', repo).stdout
+    st = run('dvc status prepare data.dvc', repo).stdout
     assert 'up to date' in st, st
 
 
