@@ -24,3 +24,12 @@ def shared() -> Path:
         if _in_ci(): pytest.fail(msg)
         pytest.skip(msg)
     return p
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    "One torch thread for a module: the CI machine has 2 cores, and oversubscribed intra-op threads are several times slower."
+    import torch
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

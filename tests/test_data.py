@@ -7,12 +7,7 @@ from dckd.data import (imread, imresize, mod_crop, img2tensor, extract_subimages
 SET5 = ['baby', 'bird', 'butterfly', 'head', 'woman']
 u8 = lambda x: np.round(np.clip(x, 0, 1)*255)
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "One torch thread: the CI machine has 2 cores, and oversubscribed intra-op threads are several times slower."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.mark.parametrize('name', SET5)

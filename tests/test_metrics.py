@@ -6,12 +6,7 @@ from dckd.metrics import calculate_psnr, calculate_ssim, calculate_psnr_pt, calc
 SET5 = ['baby', 'bird', 'butterfly', 'head', 'woman']
 TABLE = {2: (33.66, 0.9299), 3: (30.39, 0.8682), 4: (28.42, 0.8104)}   # METHOD.md "Facts for checking"
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "One torch thread: the CI machine has 2 cores, and oversubscribed intra-op threads are several times slower."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def bicubic(shared, scale):
