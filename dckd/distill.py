@@ -24,7 +24,7 @@ from .checkpoint import net_scale, load_weights, save_weights, save_state, load_
 
 # %% auto #0
 __all__ = ['TERMS', 'TINY_SWINIR', 'TINY_VQGAN', 'ConfigError', 'DistillConfig', 'history_step', 'history_due', 'refresh_iters',
-           'ema_', 'sample_generator', 'batch_negatives', 'batch_masks', 'NonFiniteLossError', 'Distiller',
+           'ema_', 'sample_generator', 'batch_negatives', 'batch_masks', 'NonFiniteLossError', 'cpu_bf16', 'Distiller',
            'tiny_config', 'train', 'parse_sets', 'distill_cli']
 
 # %% ../nbs/06_distill.ipynb #92fea8f1
@@ -82,6 +82,7 @@ class DistillConfig:
     sync_dcr:bool = True               # DDP: DCR ratio over the global batch (equals a single process)
     fuse_frozen:bool = False           # one encoder call for the teacher output and the negatives (slower on CPU)
     fuse_teacher:bool|None = None      # one teacher call for lq and the lcr input (None: on CUDA only)
+    frozen_bf16:bool|None = None       # teacher and history in bf16 autocast (None: on CUDA and on CPUs with native bf16)
     seed:int = 0                       # seeds init, data, negatives, masks
     out_dir:str = '_out/distill'       # state.pt, models/, live/, config.yaml
     val_every:int = 5000               # validate every N iterations (0: only at the end)
@@ -240,6 +241,11 @@ def batch_masks(qs:list, it:int, seed:int=0, p:float=0.5, device=None)->dict:
 class NonFiniteLossError(FloatingPointError):
     "A loss term became NaN or inf; the run stops before the optimiser step (the last checkpoint stays intact)."
 
+def cpu_bf16()->bool:
+    "Whether this CPU computes bf16 natively (oneDNN's AVX512-BF16/AMX kernels); emulated bf16 would be slower."
+    try: return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError): return False
+
 def _arch(d:dict|None, default:dict, scale:int, name:str)->dict:
     "Arch dict with the upscale filled in from `scale`."
     d = dict(default if d is None else d)
@@ -274,6 +280,7 @@ class Distiller:
         if c.batch % self.world: raise ConfigError(f"config key 'batch': global batch {c.batch} is not divisible by {self.world} processes")
         self.device = self._device(c.device)
         self.cuda = self.device.type == 'cuda'
+        self.frozen_bf16 = c.frozen_bf16 if c.frozen_bf16 is not None else (self.cuda or cpu_bf16())
         torch.manual_seed(c.seed)  # same initial weights on every rank
         self.student = build_net(_arch(c.student, DCKD_STUDENT, c.scale, 'student'))
         self.teacher = _freeze(build_net(_arch(c.teacher, SWINIR_M, c.scale, 'teacher')))
@@ -336,7 +343,8 @@ def _all_mean(x:Tensor, world:int)->Tensor:
     if world > 1: dist.all_reduce(x); x /= world
     return x
 
-def _autocast(on:bool): return torch.autocast('cuda', dtype=torch.bfloat16) if on else contextlib.nullcontext()
+def _autocast(on:bool, device:str='cuda'):
+    return torch.autocast(device, dtype=torch.bfloat16) if on else contextlib.nullcontext()
 
 @_patch
 def train_step(self:Distiller,
@@ -351,26 +359,28 @@ def train_step(self:Distiller,
     fmt = dict(memory_format=torch.channels_last) if self.cuda else {}
     cl = lambda x: x.contiguous(memory_format=torch.channels_last)   # VQGAN inputs
     lq, gt = lq.to(dev, non_blocking=True, **fmt), gt.to(dev, non_blocking=True)
-    ac = _autocast(self.cuda)
+    ac, fz = _autocast(self.cuda), _autocast(self.frozen_bf16, dev.type)   # fz: teacher and history
     self.net.train()
     with ac: s = self.net(lq)
     s = s.float()
     need_t, need_e = c.use_kd or c.use_dcr or c.use_dmm, c.use_dcr or c.use_dmm
-    with torch.no_grad(), ac:
+    with torch.no_grad():
         if c.use_lcr: m = batch_masks(qs, it, c.seed, c.lcr_p, dev)
-        if c.use_lcr and need_t and (c.fuse_teacher if c.fuse_teacher is not None else self.cuda):
-            t, t2 = self.teacher(torch.cat([lq, noising(lq, m)])).float().split(B)
-            t2 = noising(t2, m, revert=True)
-        else:
-            t = self.teacher(lq).float() if need_t else None
-            if c.use_lcr: t2 = noising(self.teacher(noising(lq, m)).float(), m, revert=True)
-        if c.use_dcr:   # METHOD.md: negatives = H(lq) and H(degraded copies of lq)
-            negs = batch_negatives(lq.float(), qs, it, c.seed, c.num_neg, p_blur=c.p_blur, p_resize=c.p_resize,
-                                   p_noise=c.p_noise, p_grey=c.p_grey)
-            hn = self.history(rearrange(negs, 'n b c h w -> (n b) c h w').contiguous(**fmt))
+        with fz:
+            if c.use_lcr and need_t and (c.fuse_teacher if c.fuse_teacher is not None else self.cuda):
+                t, t2 = self.teacher(torch.cat([lq, noising(lq, m)])).float().split(B)
+                t2 = noising(t2, m, revert=True)
+            else:
+                t = self.teacher(lq).float() if need_t else None
+                if c.use_lcr: t2 = noising(self.teacher(noising(lq, m)).float(), m, revert=True)
+            if c.use_dcr:   # METHOD.md: negatives = H(lq) and H(degraded copies of lq)
+                negs = batch_negatives(lq.float(), qs, it, c.seed, c.num_neg, p_blur=c.p_blur, p_resize=c.p_resize,
+                                       p_noise=c.p_noise, p_grey=c.p_grey)
+                hn = self.history(rearrange(negs, 'n b c h w -> (n b) c h w').contiguous(**fmt)).float()
+    with torch.no_grad(), ac:
         if need_e:
             if c.use_dcr and c.fuse_frozen:
-                f, lt = self.vq.features(cl(torch.cat([t.to(hn.dtype), hn])), logits=c.use_dmm)
+                f, lt = self.vq.features(cl(torch.cat([t, hn])), logits=c.use_dmm)
                 ft, fn = [x[:B] for x in f], [rearrange(x[B:], '(n b) ... -> n b ...', b=B) for x in f]
                 lt = lt[:B] if lt is not None else None
             else:

@@ -171,8 +171,9 @@ class VQGAN(nn.Module):
         return self.quant_conv(self.encoder(x))
 
     def logits(self, z:Tensor)->Tensor:
-        "-|z - e_k|^2 for latents z (b,d,h,w) -> (b,h,w,k)."
-        return -sq_dist(rearrange(z, 'b d h w -> b h w d'), self.codes)  # METHOD.md DMM: p = softmax(-d)
+        "-|z - e_k|^2 for latents z (b,d,h,w) -> (b,h,w,k), in float32 even under autocast."
+        with torch.autocast(z.device.type, enabled=False):   # |z|^2 + |e|^2 - 2z.e cancels badly in bf16
+            return -sq_dist(rearrange(z.float(), 'b d h w -> b h w d'), self.codes.float())  # METHOD.md DMM: p = softmax(-d)
 
     def code_logits(self, x:Tensor)->Tensor:
         "DMM logits (b,h,w,k) of images x; softmax over the last axis is the category distribution."
