@@ -16,6 +16,8 @@ The allocator is whatever the environment gives; e.g. to compare with a tuned gl
 
 Usage: python benchmarks/step_cost.py [--config A|B|both] [--steps N] [--sets pix,+kd,full] [--quick]
        [--fuse-teacher] [--fuse-frozen]   (batching options of DistillConfig; default: the trainer's CPU defaults)
+       [--frozen-fp32]   (teacher and history in float32 even where the CPU has native bf16; default: the trainer's
+                          `frozen_bf16=None`, i.e. bf16 autocast for those two on such CPUs, see benchmarks/bf16_fidelity.py)
 """
 from __future__ import annotations
 import argparse, json, os, platform, resource, statistics, subprocess, sys, time, warnings
@@ -56,7 +58,8 @@ def allocator()->str:
     return 'glibc default' if not set_ else ', '.join(f'{k}={v}' for k, v in set_.items())
 
 
-def child(cfg_name:str, set_name:str, steps:int, warmup:int, threads:int, fuse_teacher:bool, fuse_frozen:bool)->dict:
+def child(cfg_name:str, set_name:str, steps:int, warmup:int, threads:int, fuse_teacher:bool, fuse_frozen:bool,
+          frozen_fp32:bool=False)->dict:
     "Run in a fresh process: build the trainer, time `steps` steps after `warmup` ones."
     import torch
     torch.set_num_threads(threads)
@@ -65,6 +68,7 @@ def child(cfg_name:str, set_name:str, steps:int, warmup:int, threads:int, fuse_t
     cfg = DistillConfig.from_dict(dict(scale=2, teacher=c['teacher'], student=c['student'], vqgan=c['vqgan'],
                                        batch=c['batch'], gt_size=c['gt_size'], device='cpu', progress=False,
                                        fuse_teacher=fuse_teacher, fuse_frozen=fuse_frozen, seed=0,
+                                       frozen_bf16=False if frozen_fp32 else None,
                                        **X2_NEG, **SETS[set_name]))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -92,18 +96,21 @@ def main(argv=None):
     p.add_argument('--quick', action='store_true', help='3 timed steps after 1 warm-up (a smoke run, noisy)')
     p.add_argument('--fuse-teacher', action='store_true', help='one teacher call for lq and the lcr input')
     p.add_argument('--fuse-frozen', action='store_true', help='one encoder call for teacher output and negatives')
+    p.add_argument('--frozen-fp32', action='store_true', help='teacher and history in float32 (no bf16 autocast)')
     p.add_argument('--child', nargs=2, metavar=('CONFIG', 'SET'), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.quick: a.steps, a.warmup = 3, 1
     if a.child:
-        print(json.dumps(child(*a.child, a.steps, a.warmup, a.threads, a.fuse_teacher, a.fuse_frozen))); return
+        print(json.dumps(child(*a.child, a.steps, a.warmup, a.threads, a.fuse_teacher, a.fuse_frozen, a.frozen_fp32))); return
     sets = [s.strip() for s in a.sets.split(',') if s.strip()]
     if bad := [s for s in sets if s not in SETS]: p.error(f'unknown set(s) {bad}; accepted: {", ".join(SETS)}')
     cfgs = ['A', 'B'] if a.config == 'both' else [a.config]
     import torch
+    from dckd.distill import cpu_bf16
     print(f'# DCKD step cost: torch {torch.__version__}, {a.threads} threads, {platform.processor() or platform.machine()}, '
           f'{os.cpu_count()} CPUs; allocator: {allocator()}; {a.steps} timed steps after {a.warmup} warm-up; '
-          f'fuse_teacher={a.fuse_teacher}, fuse_frozen={a.fuse_frozen}')
+          f'fuse_teacher={a.fuse_teacher}, fuse_frozen={a.fuse_frozen}; '
+          f'teacher+history: {"float32" if a.frozen_fp32 or not cpu_bf16() else "bf16 autocast (native CPU bf16)"}')
     print(f'# reference = official implementation (tuned allocator); target: full <= {TARGET} x reference full')
     hdr = f"{'cfg':<4}{'set':<10}{'median s':>10}{'min s':>8}{'x +kd':>7}{'peak RSS MiB':>14}{'reference s':>13}{'target s':>10}"
     print(hdr); print('-' * len(hdr))
@@ -112,7 +119,8 @@ def main(argv=None):
         for sn in sets:
             cmd = [sys.executable, os.path.abspath(__file__), '--child', cn, sn, '--steps', str(a.steps),
                    '--warmup', str(a.warmup), '--threads', str(a.threads)] + \
-                  (['--fuse-teacher'] if a.fuse_teacher else []) + (['--fuse-frozen'] if a.fuse_frozen else [])
+                  (['--fuse-teacher'] if a.fuse_teacher else []) + (['--fuse-frozen'] if a.fuse_frozen else []) + \
+                  (['--frozen-fp32'] if a.frozen_fp32 else [])
             out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
             if out.returncode:
                 print(f'{cn:<4}{sn:<10} FAILED\n{out.stderr[-2000:]}'); continue

@@ -123,7 +123,8 @@ class WindowAttention(nn.Module):
         if mask is not None:  # split windows from batch so the (nW, N, N) mask broadcasts over the batch
             q, k, v = (rearrange(t, '(b w) h n d -> b w h n d', w=mask.shape[0]) for t in (q, k, v))
             bias = bias + mask[:, None]
-        a = (q * self.scale) @ k.transpose(-2, -1) + bias  # official order: q scaled before q @ k^T
+        a = (q * self.scale) @ k.transpose(-2, -1)  # official order: q scaled before q @ k^T
+        a = a + bias.to(a.dtype)  # no-op in float32; under bf16 autocast a mixed-dtype add is the slowest op on a CPU
         x = self.attn_drop(a.softmax(-1)) @ v
         x = rearrange(x, '... h n d -> (...) n (h d)')
         return self.proj_drop(self.proj(x))
