@@ -52,3 +52,18 @@ def test_gpu_rows_scale_every_iteration_key():
     assert (s['iters'], s['milestones'], s['history_steps'], s['history_period']) == (4000, [2800, 3600], [250, 500, 750], 1000)
     assert (s['lr'], s['batch'], s['device'], s['out_dir'], s['val_every']) == (0.002, 8, 'cuda', 'runs/kd_s0', 0)
     assert c['iters'] == 400   # the CPU configuration is not modified
+
+
+def test_gpu_rows_summary(tmp_path):
+    import json
+    sys.path.insert(0, str(ROOT / 'profiles'))
+    from pan_x2_gpu import summarize
+    run = lambda p, it=4000: dict(psnr=p, ssim=0.95, iters=it, planned=4000, train_s=10., device='GPU X')
+    f = tmp_path / 'rows.json'
+    f.write_text(json.dumps(dict(factor=10, wall_s=1, runs={'kd_s0': run(36.0), 'kd_s1': run(36.2),
+                                                              'dckd_s0': run(36.1, 3900), 'dckd_s1': run(36.1),
+                                                              'dckd_s2': dict(error='exit -9')})))
+    md = summarize([f])
+    assert '| kd | 2 | 36.10 ± 0.14 |' in md, md
+    assert '| dckd | 2 | 36.10 ± 0.00 |' in md and '+0.00 ± 0.14 |' in md, md   # gains paired by seed: +0.1, -0.1
+    assert 'dckd seed 0: 3900/4000 iterations' in md and 'dckd_s2' in md and 'failed' in md, md
