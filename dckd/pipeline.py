@@ -89,7 +89,7 @@ VARIANTS = {
 def variant_switches(name:str)->dict:
     "The loss switches of an ablation variant (`reference_ce` included)."
     if name not in VARIANTS: raise ValueError(f'unknown variant {name!r}; variants: {", ".join(VARIANTS)}')
-    return dict(reference_ce=False, **VARIANTS[name])
+    return {'reference_ce': False, **VARIANTS[name]}
 
 # %% ../nbs/09_pipeline.ipynb #049a210d
 def demo_prepared(out_dir:str|Path, scale:int=2, size:int=96)->Path:
