@@ -366,6 +366,9 @@ def train_step(self:Distiller,
     need_t, need_e = c.use_kd or c.use_dcr or c.use_dmm, c.use_dcr or c.use_dmm
     with torch.no_grad():
         if c.use_lcr: m = batch_masks(qs, it, c.seed, c.lcr_p, dev)
+        if c.use_dcr:   # METHOD.md: negatives = H(lq) and H(degraded copies of lq); degraded in float32 (blur is a conv)
+            negs = batch_negatives(lq.float(), qs, it, c.seed, c.num_neg, p_blur=c.p_blur, p_resize=c.p_resize,
+                                   p_noise=c.p_noise, p_grey=c.p_grey)
         with fz:
             if c.use_lcr and need_t and (c.fuse_teacher if c.fuse_teacher is not None else self.cuda):
                 t, t2 = self.teacher(torch.cat([lq, noising(lq, m)])).float().split(B)
@@ -373,10 +376,7 @@ def train_step(self:Distiller,
             else:
                 t = self.teacher(lq).float() if need_t else None
                 if c.use_lcr: t2 = noising(self.teacher(noising(lq, m)).float(), m, revert=True)
-            if c.use_dcr:   # METHOD.md: negatives = H(lq) and H(degraded copies of lq)
-                negs = batch_negatives(lq.float(), qs, it, c.seed, c.num_neg, p_blur=c.p_blur, p_resize=c.p_resize,
-                                       p_noise=c.p_noise, p_grey=c.p_grey)
-                hn = self.history(rearrange(negs, 'n b c h w -> (n b) c h w').contiguous(**fmt)).float()
+            if c.use_dcr: hn = self.history(rearrange(negs, 'n b c h w -> (n b) c h w').contiguous(**fmt)).float()
     with torch.no_grad(), ac:
         if need_e:
             if c.use_dcr and c.fuse_frozen:
