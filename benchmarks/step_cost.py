@@ -14,8 +14,8 @@ The allocator is whatever the environment gives; e.g. to compare with a tuned gl
 
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 python benchmarks/step_cost.py
 
-Usage: python benchmarks/step_cost.py [--config A|B|both] [--steps N] [--sets pix,+kd,full] [--quick]
-       [--fuse-teacher] [--fuse-frozen]   (batching options of DistillConfig; default: the trainer's CPU defaults)
+Usage: python benchmarks/step_cost.py [--config A|B|both] [--steps N] [--sets pix,+kd,full] [--quick] [--rounds R]
+       [--[no-]fuse-teacher] [--[no-]fuse-frozen]   (batching options of DistillConfig; default: the trainer's defaults)
        [--frozen-fp32]   (teacher and history in float32 even where the CPU has native bf16; default: the trainer's
                           `frozen_bf16=None`, i.e. bf16 autocast for those two on such CPUs, see benchmarks/bf16_fidelity.py)
 """
@@ -58,8 +58,8 @@ def allocator()->str:
     return 'glibc default' if not set_ else ', '.join(f'{k}={v}' for k, v in set_.items())
 
 
-def child(cfg_name:str, set_name:str, steps:int, warmup:int, threads:int, fuse_teacher:bool, fuse_frozen:bool,
-          frozen_fp32:bool=False)->dict:
+def child(cfg_name:str, set_name:str, steps:int, warmup:int, threads:int, fuse_teacher:bool|None=None,
+          fuse_frozen:bool|None=None, frozen_fp32:bool=False)->dict:
     "Run in a fresh process: build the trainer, time `steps` steps after `warmup` ones."
     import torch
     torch.set_num_threads(threads)
@@ -67,7 +67,8 @@ def child(cfg_name:str, set_name:str, steps:int, warmup:int, threads:int, fuse_t
     c = CONFIGS[cfg_name]
     cfg = DistillConfig.from_dict(dict(scale=2, teacher=c['teacher'], student=c['student'], vqgan=c['vqgan'],
                                        batch=c['batch'], gt_size=c['gt_size'], device='cpu', progress=False,
-                                       fuse_teacher=fuse_teacher, fuse_frozen=fuse_frozen, seed=0,
+                                       seed=0, **{k: v for k, v in (('fuse_teacher', fuse_teacher),
+                                                                    ('fuse_frozen', fuse_frozen)) if v is not None},
                                        frozen_bf16=False if frozen_fp32 else None,
                                        **X2_NEG, **SETS[set_name]))
     with warnings.catch_warnings():
@@ -94,9 +95,12 @@ def main(argv=None):
     p.add_argument('--sets', default=','.join(SETS), help='comma-separated loss sets')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--quick', action='store_true', help='3 timed steps after 1 warm-up (a smoke run, noisy)')
-    p.add_argument('--fuse-teacher', action='store_true', help='one teacher call for lq and the lcr input')
-    p.add_argument('--fuse-frozen', action='store_true', help='one encoder call for teacher output and negatives')
+    p.add_argument('--fuse-teacher', action=argparse.BooleanOptionalAction, help='one teacher call for lq and the lcr input')
+    p.add_argument('--fuse-frozen', action=argparse.BooleanOptionalAction, help='one encoder call for teacher output and negatives')
     p.add_argument('--frozen-fp32', action='store_true', help='teacher and history in float32 (no bf16 autocast)')
+    p.add_argument('--rounds', type=int, default=1,
+                   help='run every (config, set) this many times, round by round; the table then shows the median of the '
+                        'round medians and their range (on a shared machine a slow phase hits one round, not one set)')
     p.add_argument('--child', nargs=2, metavar=('CONFIG', 'SET'), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.quick: a.steps, a.warmup = 3, 1
@@ -106,33 +110,53 @@ def main(argv=None):
     if bad := [s for s in sets if s not in SETS]: p.error(f'unknown set(s) {bad}; accepted: {", ".join(SETS)}')
     cfgs = ['A', 'B'] if a.config == 'both' else [a.config]
     import torch
-    from dckd.distill import cpu_bf16
+    from dckd.distill import cpu_bf16, DistillConfig
+    eff = lambda k: v if (v := getattr(a, k)) is not None else {'fuse_teacher': True, 'fuse_frozen': False}[k]   # the trainer's defaults
     print(f'# DCKD step cost: torch {torch.__version__}, {a.threads} threads, {platform.processor() or platform.machine()}, '
           f'{os.cpu_count()} CPUs; allocator: {allocator()}; {a.steps} timed steps after {a.warmup} warm-up; '
-          f'fuse_teacher={a.fuse_teacher}, fuse_frozen={a.fuse_frozen}; '
+          f'fuse_teacher={eff("fuse_teacher")}, fuse_frozen={eff("fuse_frozen")}; '
           f'teacher+history: {"float32" if a.frozen_fp32 or not cpu_bf16() else "bf16 autocast (native CPU bf16)"}')
     print(f'# reference = official implementation (tuned allocator); target: full <= {TARGET} x reference full')
-    hdr = f"{'cfg':<4}{'set':<10}{'median s':>10}{'min s':>8}{'x +kd':>7}{'peak RSS MiB':>14}{'reference s':>13}{'target s':>10}"
-    print(hdr); print('-' * len(hdr))
-    for cn in cfgs:
-        res = {}
-        for sn in sets:
-            cmd = [sys.executable, os.path.abspath(__file__), '--child', cn, sn, '--steps', str(a.steps),
-                   '--warmup', str(a.warmup), '--threads', str(a.threads)] + \
-                  (['--fuse-teacher'] if a.fuse_teacher else []) + (['--fuse-frozen'] if a.fuse_frozen else []) + \
-                  (['--frozen-fp32'] if a.frozen_fp32 else [])
-            out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
-            if out.returncode:
-                print(f'{cn:<4}{sn:<10} FAILED\n{out.stderr[-2000:]}'); continue
-            r = res[sn] = json.loads(out.stdout.strip().splitlines()[-1])
-            kd = res.get('+kd', {}).get('median')
-            ref = REFERENCE[cn].get(sn)
-            tgt = TARGET * ref if sn == 'full' and ref else None
-            f = lambda v, w, d: f'{v:>{w}.{d}f}' if v is not None else f'{"-":>{w}}'
-            print(f"{cn:<4}{sn:<10}{f(r['median'], 10, 3)}{f(r['min'], 8, 3)}{f(r['median'] / kd if kd else None, 7, 2)}"
-                  f"{f(r['rss_mb'], 14, 0)}{f(ref, 13, 2)}{f(tgt, 10, 2)}"
-                  + ('' if tgt is None else ('  ok' if r['median'] <= tgt else '  ABOVE TARGET')), flush=True)
+    multi = a.rounds > 1
+    hdr = (f"{'cfg':<4}{'set':<10}{'median s':>10}" + (f"{'rounds range s':>16}" if multi else '') +
+           f"{'min s':>8}{'x +kd':>7}{'peak RSS MiB':>14}{'reference s':>13}{'target s':>10}")
+    f = lambda v, w, d: f'{v:>{w}.{d}f}' if v is not None else f'{"-":>{w}}'
 
+    def row(cn, sn, rs, kd):
+        med = statistics.median(r['median'] for r in rs)
+        ref = REFERENCE[cn].get(sn)
+        tgt = TARGET * ref if sn == 'full' and ref else None
+        rng = f"{min(r['median'] for r in rs):.3f}-{max(r['median'] for r in rs):.3f}"
+        return (f"{cn:<4}{sn:<10}{f(med, 10, 3)}" + (f'{rng:>16}' if multi else '') +
+                f"{f(min(r['min'] for r in rs), 8, 3)}{f(med / kd if kd else None, 7, 2)}"
+                f"{f(max(r['rss_mb'] for r in rs), 14, 0)}{f(ref, 13, 2)}{f(tgt, 10, 2)}"
+                + ('' if tgt is None else ('  ok' if med <= tgt else '  ABOVE TARGET')))
+
+    if not multi: print(hdr); print('-' * len(hdr))
+    runs = {(cn, sn): [] for cn in cfgs for sn in sets}
+    for rd in range(a.rounds):   # rounds: a slow phase of a shared machine then hits one round of every set, not one set
+        for cn in cfgs:
+            for sn in sets:
+                cmd = [sys.executable, os.path.abspath(__file__), '--child', cn, sn, '--steps', str(a.steps),
+                       '--warmup', str(a.warmup), '--threads', str(a.threads)] + \
+                      [f'--{"" if v else "no-"}{k}' for k, v in (('fuse-teacher', a.fuse_teacher), ('fuse-frozen', a.fuse_frozen))
+                       if v is not None] + \
+                      (['--frozen-fp32'] if a.frozen_fp32 else [])
+                out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+                if out.returncode:
+                    print(f'{cn:<4}{sn:<10} FAILED\n{out.stderr[-2000:]}'); continue
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                runs[cn, sn].append(r)
+                if multi: print(f"# round {rd + 1}/{a.rounds}: {cn} {sn} median {r['median']:.3f} s", flush=True)
+                else:
+                    kd = runs[cn, '+kd'][0]['median'] if runs.get((cn, '+kd')) else None
+                    print(row(cn, sn, [r], kd), flush=True)
+    if multi:
+        print(hdr); print('-' * len(hdr))
+        for cn in cfgs:
+            kd = statistics.median(r['median'] for r in runs[cn, '+kd']) if runs.get((cn, '+kd')) else None
+            for sn in sets:
+                if runs[cn, sn]: print(row(cn, sn, runs[cn, sn], kd))
 
 if __name__ == '__main__':
     main()

@@ -111,20 +111,36 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=.02)
 
     def bias(self)->Tensor:
-        "Relative-position bias, (heads, N, N)."
+        "Relative-position bias, (heads, N, N), contiguous."
         return rearrange(self.relative_position_bias_table[self.relative_position_index.view(-1)],
-                         '(i j) h -> h i j', i=self.window_size ** 2)
+                         '(i j) h -> h i j', i=self.window_size ** 2).contiguous()  # a strided bias makes the
+        # broadcast add below 4x slower (no vectorised inner loop); values are unchanged
+
+    def attn_bias(self, mask:Tensor|None, # (nW, N, N) shift mask or None
+                  dtype:torch.dtype,      # the attention logits' dtype
+                  memo:bool=False,        # keep the result while the table and mask are unchanged (small masks only)
+                 )->Tensor:               # (heads, N, N) or (nW, heads, N, N)
+        "bias (+ mask) in `dtype`. Memoised for frozen use (no gradient to the table); any in-place update of the table (optimiser, EMA, `load_state_dict`) bumps its version and recomputes."
+        t = self.relative_position_bias_table
+        if memo and not (torch.is_grad_enabled() and t.requires_grad):
+            try: key = (t.device, t.data_ptr(), t._version, dtype) + ((None,) if mask is None else (mask.data_ptr(), mask._version))
+            except RuntimeError: key = None   # inference tensors carry no version counter
+            if key is not None and getattr(self, '_memo', (None,))[0] == key: return self._memo[1]
+        else: key = None
+        b = self.bias() if mask is None else self.bias() + mask[:, None]
+        b = b.to(dtype)  # no-op in float32; under bf16 autocast a mixed-dtype add is slow on a CPU
+        if key is not None: self._memo = (key, b)
+        return b
 
     def forward(self, x:Tensor,            # (b*nW, N, c) windows
                 mask:Tensor|None=None,     # (nW, N, N) shift mask
+                memo:bool=False,           # memoise the bias (+ mask), see `attn_bias`
                )->Tensor:
         q, k, v = rearrange(self.qkv(x), 'b n (t h d) -> t b h n d', t=3, h=self.num_heads)
-        bias = self.bias()
         if mask is not None:  # split windows from batch so the (nW, N, N) mask broadcasts over the batch
             q, k, v = (rearrange(t, '(b w) h n d -> b w h n d', w=mask.shape[0]) for t in (q, k, v))
-            bias = bias + mask[:, None]
         a = (q * self.scale) @ k.transpose(-2, -1)  # official order: q scaled before q @ k^T
-        a = a + bias.to(a.dtype)  # no-op in float32; under bf16 autocast a mixed-dtype add is the slowest op on a CPU
+        a = a + self.attn_bias(mask, a.dtype, memo)
         x = self.attn_drop(a.softmax(-1)) @ v
         x = rearrange(x, '... h n d -> (...) n (h d)')
         return self.proj_drop(self.proj(x))
@@ -168,7 +184,8 @@ class SwinTransformerBlock(nn.Module):
         (H, W), ws, s = x_size, self.window_size, self.shift_size
         y = self.norm1(x).view(x.shape[0], H, W, -1)
         if s: y = torch.roll(y, (-s, -s), (1, 2))
-        y = from_windows(self.attn(to_windows(y, ws), self.mask(x_size, x)), ws, H, W)
+        m = self.mask(x_size, x)   # the stored training-size mask is small: its bias may be memoised
+        y = from_windows(self.attn(to_windows(y, ws), m, memo=m is None or m is self.attn_mask), ws, H, W)
         if s: y = torch.roll(y, (s, s), (1, 2))
         x = x + self.drop_path(y.reshape(x.shape))
         return x + self.drop_path(self.mlp(self.norm2(x)))

@@ -24,8 +24,8 @@ from .checkpoint import net_scale, load_weights, save_weights, save_state, load_
 
 # %% auto #0
 __all__ = ['TERMS', 'TINY_SWINIR', 'TINY_VQGAN', 'ConfigError', 'DistillConfig', 'history_step', 'history_due', 'refresh_iters',
-           'ema_', 'sample_generator', 'batch_negatives', 'batch_masks', 'NonFiniteLossError', 'cpu_bf16', 'Distiller',
-           'tiny_config', 'train', 'parse_sets', 'distill_cli']
+           'ema_', 'sample_generator', 'batch_negatives', 'batch_masks', 'NonFiniteLossError', 'cpu_bf16',
+           'lowp_weights_', 'Distiller', 'tiny_config', 'train', 'parse_sets', 'distill_cli']
 
 # %% ../nbs/06_distill.ipynb #92fea8f1
 class ConfigError(ValueError):
@@ -81,7 +81,7 @@ class DistillConfig:
     dcr_weights:tuple = DCR_WEIGHTS    # DCR level weights, shallow to deep
     sync_dcr:bool = True               # DDP: DCR ratio over the global batch (equals a single process)
     fuse_frozen:bool = False           # one encoder call for the teacher output and the negatives (slower on CPU)
-    fuse_teacher:bool|None = None      # one teacher call for lq and the lcr input (None: on CUDA only)
+    fuse_teacher:bool|None = None      # one teacher call for lq and the lcr input (None: on; False: two calls)
     frozen_bf16:bool|None = None       # teacher and history in bf16 autocast (None: on CUDA and on CPUs with native bf16)
     seed:int = 0                       # seeds init, data, negatives, masks
     out_dir:str = '_out/distill'       # state.pt, models/, live/, config.yaml
@@ -260,6 +260,13 @@ def _dist_env()->tuple:
 
 def _freeze(m:nn.Module)->nn.Module: return m.requires_grad_(False).eval()
 
+_LOWP = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+def lowp_weights_(net:nn.Module, dtype=torch.bfloat16)->nn.Module:
+    "Store the weights of a *frozen* net's linear and conv layers in `dtype`: what autocast casts them to on every call, once."
+    for m in net.modules():   # bit-identical under autocast to `dtype` (same rounding); only run it under autocast
+        if isinstance(m, _LOWP): m.to(dtype)
+    return net
+
 def _patch(f):
     "Attach `f` as a method of `Distiller` (fastcore's `patch`, without the dependency)."
     setattr(Distiller, f.__name__, f); return f
@@ -298,6 +305,7 @@ class Distiller:
         for m in (self.student, self.teacher, self.vq, self.ema, self.history):
             m.to(self.device)
             if self.cuda or m is self.vq: m.to(memory_format=torch.channels_last)  # the VQGAN's convs: also on CPU
+        if self.frozen_bf16: lowp_weights_(self.teacher)   # frozen for good, unlike the history student (EMA refreshes)
         self.net = self.student
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -370,7 +378,7 @@ def train_step(self:Distiller,
             negs = batch_negatives(lq.float(), qs, it, c.seed, c.num_neg, p_blur=c.p_blur, p_resize=c.p_resize,
                                    p_noise=c.p_noise, p_grey=c.p_grey)
         with fz:
-            if c.use_lcr and need_t and (c.fuse_teacher if c.fuse_teacher is not None else self.cuda):
+            if c.use_lcr and need_t and c.fuse_teacher is not False:
                 t, t2 = self.teacher(torch.cat([lq, noising(lq, m)])).float().split(B)
                 t2 = noising(t2, m, revert=True)
             else:
