@@ -110,8 +110,8 @@ def main(argv=None):
     if bad := [s for s in sets if s not in SETS]: p.error(f'unknown set(s) {bad}; accepted: {", ".join(SETS)}')
     cfgs = ['A', 'B'] if a.config == 'both' else [a.config]
     import torch
-    from dckd.distill import cpu_bf16, DistillConfig
-    eff = lambda k: v if (v := getattr(a, k)) is not None else {'fuse_teacher': True, 'fuse_frozen': False}[k]   # the trainer's defaults
+    from dckd.distill import cpu_bf16
+    eff = lambda k: v if (v := getattr(a, k)) is not None else {"fuse_teacher": True, "fuse_frozen": False}[k]   # what DistillConfig's defaults (None, False) do
     print(f'# DCKD step cost: torch {torch.__version__}, {a.threads} threads, {platform.processor() or platform.machine()}, '
           f'{os.cpu_count()} CPUs; allocator: {allocator()}; {a.steps} timed steps after {a.warmup} warm-up; '
           f'fuse_teacher={eff("fuse_teacher")}, fuse_frozen={eff("fuse_frozen")}; '
