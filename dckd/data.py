@@ -248,6 +248,7 @@ class PairedImageDataset(Dataset):
                  seed:int=0, # with the epoch and the index, fixes every random choice
                  cache_dir:str|Path|None=None, # where made LR images are kept as PNG (no `lr_dir` only)
                  filename_tmpl:str='{}x{}', # LR file stem from (HR stem, scale)
+                 mem_limit:float=2., # GiB of decoded images kept in memory (0: decode every time)
                 ):
         if phase not in ('train', 'val'): raise ValueError(f"phase must be 'train' or 'val', got {phase!r}")
         if phase == 'train' and (gt_size is None or gt_size % scale or gt_size < scale):
@@ -255,7 +256,8 @@ class PairedImageDataset(Dataset):
         self.hr = list_images(hr_dir)
         if not self.hr: raise ValueError(f'{hr_dir}: no images found (expected files ending in {", ".join(IMG_EXTS)})')
         self.scale, self.phase, self.gt_size, self.hflip, self.rot = scale, phase, gt_size, use_hflip, use_rot
-        self.seed, self.epoch, self.tmpl, self._mem = seed, 0, filename_tmpl, {}
+        self.seed, self.epoch, self.tmpl, self._mem, self._pix = seed, 0, filename_tmpl, {}, {}
+        self.mem_limit, self._pix_bytes = mem_limit * 2**30, 0
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.lr = [self._find_lr(Path(lr_dir), p) for p in self.hr] if lr_dir is not None else None
         for i in range(len(self.hr)): self._check(i, _imsize(self.hr[i]), self.lr and _imsize(self.lr[i]))
@@ -303,11 +305,20 @@ class PairedImageDataset(Dataset):
             self._mem[i] = x
         return x.astype(np.float32)/255
 
-    def __getitem__(self, i:int)->dict:
-        gp = self.hr[i]
-        gt = mod_crop(imread(gp), self.scale)
+    def _pair(self, i:int)->tuple:
+        "Decoded (gt, lq) of item `i`: from memory once read, while they fit in `mem_limit` (then decoded each time)."
+        if (p := self._pix.get(i)) is not None: return p
+        gt = mod_crop(imread(self.hr[i]), self.scale)
         lq = self._lq(i, gt)
         self._check(i, gt.shape[:2], lq.shape[:2] if self.lr is not None else None)
+        if self._pix_bytes + gt.nbytes + lq.nbytes <= self.mem_limit:
+            for x in (gt, lq): x.flags.writeable = False   # shared by every later patch: nobody may write into it
+            self._pix[i], self._pix_bytes = (gt, lq), self._pix_bytes + gt.nbytes + lq.nbytes
+        return gt, lq
+
+    def __getitem__(self, i:int)->dict:
+        gp = self.hr[i]
+        gt, lq = self._pair(i)
         if self.phase == 'train':
             rng = np.random.default_rng([self.seed, self.epoch, i])
             gt, lq = paired_random_crop(gt, lq, self.gt_size, self.scale, rng, str(gp), self.lq_path(i))
@@ -328,10 +339,11 @@ def extract_subimages(src_dir:str|Path, # folder of (large) images
                       crop_size:int=480, # side of a sub-image
                       step:int=240, # stride between sub-images
                       thresh_size:int=0, # add an edge-flush crop when more than this many pixels would be lost
+                      files:list|None=None, # these images only (default: every image of `src_dir`)
                      )->list[Path]: # the written files
     "Cut every image of `src_dir` into overlapping `crop_size` squares (BasicSR's extract_subimages)."
     out = []
-    for p in list_images(src_dir):
+    for p in (list_images(src_dir) if files is None else map(Path, files)):
         x = imread(p); h, w = x.shape[:2]
         tops, lefts = _starts(h, crop_size, step, thresh_size), _starts(w, crop_size, step, thresh_size)
         for k, (t, l) in enumerate(((t, l) for t in tops for l in lefts), 1):

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
-import torch, torch.nn as nn
+import torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist
 from torch import Tensor
 from einops import rearrange
@@ -25,7 +25,7 @@ from .checkpoint import net_scale, load_weights, save_weights, save_state, load_
 # %% auto #0
 __all__ = ['TERMS', 'TINY_SWINIR', 'TINY_VQGAN', 'ConfigError', 'DistillConfig', 'history_step', 'history_due', 'refresh_iters',
            'ema_', 'sample_generator', 'batch_negatives', 'batch_masks', 'NonFiniteLossError', 'cpu_bf16',
-           'lowp_weights_', 'Distiller', 'tiny_config', 'train', 'parse_sets', 'distill_cli']
+           'lowp_weights_', 'Distiller', 'tiny_config', 'grad_share', 'train', 'parse_sets', 'distill_cli']
 
 # %% ../nbs/06_distill.ipynb #92fea8f1
 class ConfigError(ValueError):
@@ -58,10 +58,12 @@ class DistillConfig:
     gamma:float = 0.5                  # MultiStepLR factor
     grad_clip:float|None = None        # max gradient norm (None: no clipping)
     ema_decay:float = 0.999            # EMA student decay
+    ema_extra:tuple = ()               # decays of extra EMA copies, evaluated alongside (saved as params_ema<decay>)
     history_steps:tuple = (1000, 2000, 3000) # history refresh interval per period
     history_period:int = 100000        # iterations per entry of `history_steps`
     history_mix:float = 0.9            # H <- (1-mix)*H + mix*S_ema
     num_neg:int = 4                    # degraded copies of lq (negatives: H(lq) and H(copies))
+    neg_net:str = 'history'            # who makes the negatives: 'history' (METHOD.md) or 'teacher' (T on the copies only)
     p_blur:float = 0.                  # negatives: blur probability
     p_resize:float = 0.                # negatives: resize probability
     p_noise:float = 1.                 # negatives: noise probability
@@ -83,6 +85,7 @@ class DistillConfig:
     fuse_frozen:bool = False           # one encoder call for the teacher output and the negatives (slower on CPU)
     fuse_teacher:bool|None = None      # one teacher call for lq and the lcr input (None: on; False: two calls)
     frozen_bf16:bool|None = None       # teacher and history in bf16 autocast (None: on CUDA and on CPUs with native bf16)
+    grad_every:int = 0                 # gradient-share diagnostics every N iterations (0: off)
     seed:int = 0                       # seeds init, data, negatives, masks
     out_dir:str = '_out/distill'       # state.pt, models/, live/, config.yaml
     val_every:int = 5000               # validate every N iterations (0: only at the end)
@@ -162,10 +165,15 @@ def _check(c):
         if not ok: raise ConfigError(f'config key {k!r}: {what}, got {getattr(c, k)!r}')
     need(c.scale >= 1, 'scale', 'expected a positive integer')
     need(c.vqgan_kind in ('taming', 'vq'), 'vqgan_kind', "expected 'taming' or 'vq'")
+    need(c.neg_net in ('history', 'teacher'), 'neg_net', "expected 'history' or 'teacher'")
+    need(not (c.use_dcr and c.neg_net == 'teacher' and c.num_neg < 1), 'num_neg',
+         "expected >= 1 with neg_net='teacher' (the teacher's negatives are its outputs on the degraded copies)")
+    need(all(isinstance(d, (int, float)) and 0 <= d < 1 for d in c.ema_extra) and len(set(c.ema_extra)) == len(c.ema_extra),
+         'ema_extra', 'expected distinct decays in [0, 1)')
     need(c.device == 'auto' or c.device == 'cpu' or c.device.startswith('cuda'), 'device', "expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
     need(c.batch >= 1, 'batch', 'expected a positive integer')
     need(c.gt_size >= c.scale and c.gt_size % c.scale == 0, 'gt_size', f'expected a positive multiple of scale={c.scale}')
-    for k in ('iters', 'num_workers', 'num_neg', 'val_every', 'ckpt_every'): need(getattr(c, k) >= 0, k, 'expected >= 0')
+    for k in ('iters', 'num_workers', 'num_neg', 'val_every', 'ckpt_every', 'grad_every'): need(getattr(c, k) >= 0, k, 'expected >= 0')
     need(c.log_every >= 1, 'log_every', 'expected >= 1')
     need(c.history_period >= 1, 'history_period', 'expected >= 1')
     need(len(c.history_steps) > 0 and all(isinstance(s, int) and s >= 1 for s in c.history_steps), 'history_steps',
@@ -299,10 +307,11 @@ class Distiller:
         self.vq = _freeze(self._vqgan())
         self.ema = _freeze(copy.deepcopy(self.student))
         self.history = _freeze(copy.deepcopy(self.ema))   # METHOD.md: H starts as a copy of S_ema
+        self.ema_extra = {d: _freeze(copy.deepcopy(self.student)) for d in c.ema_extra}   # more averages, same start
         n_lv = len(self.vq.ddconfig['ch_mult'])
         if c.use_dcr and len(c.dcr_weights) != n_lv:
             raise ConfigError(f"config key 'dcr_weights': {len(c.dcr_weights)} weights for a VQGAN with {n_lv} levels")
-        for m in (self.student, self.teacher, self.vq, self.ema, self.history):
+        for m in (self.student, self.teacher, self.vq, self.ema, self.history, *self.ema_extra.values()):
             m.to(self.device)
             if self.cuda or m is self.vq: m.to(memory_format=torch.channels_last)  # the VQGAN's convs: also on CPU
         if self.frozen_bf16: lowp_weights_(self.teacher)   # frozen for good, unlike the history student (EMA refreshes)
@@ -384,7 +393,9 @@ def train_step(self:Distiller,
             else:
                 t = self.teacher(lq).float() if need_t else None
                 if c.use_lcr: t2 = noising(self.teacher(noising(lq, m)).float(), m, revert=True)
-            if c.use_dcr: hn = self.history(rearrange(negs, 'n b c h w -> (n b) c h w').contiguous(**fmt)).float()
+            if c.use_dcr:   # neg_net 'teacher': static negatives, the teacher on the degraded copies (T(lq) is the positive)
+                neg_net, negs = (self.history, negs) if c.neg_net == 'history' else (self.teacher, negs[1:])
+                hn = neg_net(rearrange(negs, 'n b c h w -> (n b) c h w').contiguous(**fmt)).float()
     with torch.no_grad(), ac:
         if need_e:
             if c.use_dcr and c.fuse_frozen:
@@ -427,12 +438,15 @@ def train_step(self:Distiller,
         raise NonFiniteLossError(f"loss term {', '.join(bad)} at iteration {it}; stopped before the optimiser step "
                                  f'(last checkpoint: {last})')
     total = sum(getattr(c, f'w_{k}') * terms[k] for k in names)
+    diag = (self.grad_share(terms, (fs32, ft32, fn32) if c.use_dcr else None)
+            if c.grad_every and it % c.grad_every == 0 else {})
     self.opt.zero_grad(set_to_none=True)
     total.backward()
     if c.grad_clip: torch.nn.utils.clip_grad_norm_(self.student.parameters(), c.grad_clip)
     lr = self.opt.param_groups[0]['lr']
     self.opt.step(); self.sched.step()
     ema_(self.ema, self.student, c.ema_decay)
+    for d, m in self.ema_extra.items(): ema_(m, self.student, d)
     refresh = history_due(it, c.history_steps, c.history_period)
     if refresh:
         ema_(self.history, self.ema, 1 - c.history_mix, buffers=False)   # METHOD.md: H <- 0.1 H + 0.9 S_ema
@@ -444,7 +458,7 @@ def train_step(self:Distiller,
     if st is not None:
         for l, (a, n, r) in enumerate(zip(*(x.tolist() for x in st))):
             out.update({f'dcr/l{l}/d_ap': a, f'dcr/l{l}/d_an': n, f'dcr/l{l}/ratio': r})
-    return out
+    return {**out, **diag}
 
 # %% ../nbs/06_distill.ipynb #a82541a5
 TINY_SWINIR = dict(type='SwinIR', img_size=16, window_size=4, embed_dim=12, depths=[1], num_heads=[1], mlp_ratio=2,
@@ -457,6 +471,33 @@ def tiny_config(**kw)->DistillConfig:
     d = dict(student=TINY_SWINIR, teacher={**TINY_SWINIR, 'embed_dim': 16}, vqgan=TINY_VQGAN, gt_size=32, batch=2,
              iters=3, history_steps=(2,), history_period=1000, log_every=1, val_every=0, ckpt_every=0, progress=False)
     return DistillConfig.from_dict({**d, **kw})
+
+# %% ../nbs/06_distill.ipynb #22b3912e
+@_patch
+def grad_share(self:Distiller,
+               terms:dict,                # this step's attached loss terms, {name: scalar} (as in `train_step`)
+               dcr_feats:tuple|None=None, # (student, teacher, negative) features per level: split DCR into pull and push
+              )->dict:                    # {'grad/<part>/norm', '.../raw', '.../cos'} and 'grad/total/norm'
+    "Per-term gradient norms on the student's parameters and their cosines with the gradient of pix + kd."
+    c, eps = self.cfg, 1e-7
+    ps = [p for p in self.student.parameters() if p.requires_grad]
+    parts = {k: (getattr(c, f'w_{k}'), v) for k, v in terms.items() if k != 'dcr'}
+    if dcr_feats is not None:
+        d_ap, d_an = dcr_dists(*dcr_feats)
+        w = torch.tensor(c.dcr_weights, dtype=d_ap.dtype, device=d_ap.device)
+        parts['dcr_pull'] = (c.w_dcr, (w * d_ap / (d_an.detach() + eps)).sum())
+        parts['dcr_push'] = (c.w_dcr, (w * d_ap.detach() / (d_an + eps)).sum())
+    g = {}
+    for k, (_, v) in parts.items():
+        gs = torch.autograd.grad(v, ps, retain_graph=True, allow_unused=True)
+        g[k] = torch.cat([(x if x is not None else torch.zeros_like(p)).flatten() for x, p in zip(gs, ps)])
+    ref = sum(parts[k][0] * g[k] for k in ('pix', 'kd') if k in g)
+    out = {}
+    for k, (w, _) in parts.items():
+        cos = F.cosine_similarity(g[k], ref, dim=0).item() if torch.is_tensor(ref) else math.nan
+        out.update({f'grad/{k}/norm': abs(w) * g[k].norm().item(), f'grad/{k}/raw': g[k].norm().item(), f'grad/{k}/cos': cos})
+    out['grad/total/norm'] = sum(w * g[k] for k, (w, _) in parts.items()).norm().item()
+    return out
 
 # %% ../nbs/06_distill.ipynb #e44ffa1d
 @_patch
@@ -476,6 +517,7 @@ def state_dict(self:Distiller)->dict:
     cpu = lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()}
     return dict(iter=self.it, epoch=getattr(self, 'epoch', 0), pos=getattr(self, 'pos', 0),
                 student=cpu(self.student), ema=cpu(self.ema), history=cpu(self.history),
+                ema_extra={str(d): cpu(m) for d, m in self.ema_extra.items()},
                 opt=self.opt.state_dict(), sched=self.sched.state_dict(), rng=self._rng_state(),
                 refreshes=list(self.refreshes), world=self.world, config=c.to_dict())
 
@@ -487,6 +529,10 @@ def load_state_dict(self:Distiller, st:dict):
         if (v := st['config'].get(k)) != getattr(c, k):
             raise ConfigError(f"cannot resume: the checkpoint was written with {k}={v!r}, this config has {getattr(c, k)!r}")
     self.student.load_state_dict(st['student']); self.ema.load_state_dict(st['ema']); self.history.load_state_dict(st['history'])
+    for d, m in self.ema_extra.items():
+        if str(d) not in st.get('ema_extra', {}):
+            raise ConfigError(f'cannot resume: the checkpoint has no EMA copy of decay {d} (ema_extra: {sorted(st.get("ema_extra", {}))})')
+        m.load_state_dict(st['ema_extra'][str(d)])
     self.opt.load_state_dict(st['opt']); self.sched.load_state_dict(st['sched'])
     rng = st['rng']
     if len(rng) == self.world:
@@ -501,7 +547,8 @@ def save(self:Distiller):
     st = self.state_dict()   # collective (RNG states) on every rank
     if self.rank == 0:
         save_state(self.out/'state.pt', st)
-        save_weights(self.out/'models'/'net_g_latest.pth', self.student, self.ema, iter=self.it, scale=self.cfg.scale)
+        extra = {f'params_ema{d}': {k: v.detach().cpu() for k, v in m.state_dict().items()} for d, m in self.ema_extra.items()}
+        save_weights(self.out/'models'/'net_g_latest.pth', self.student, self.ema, iter=self.it, scale=self.cfg.scale, **extra)
         self._write_refreshes()
     self.last_ckpt = self.it
     if self.world > 1: dist.barrier()

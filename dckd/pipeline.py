@@ -5,15 +5,16 @@
 # %% ../nbs/09_pipeline.ipynb #642c8463
 from __future__ import annotations
 import json, shutil
+from dataclasses import fields
 from pathlib import Path
 import numpy as np
 from .core import atomic_write_text
 from .data import imread, imwrite, imresize, mod_crop, list_images, extract_subimages
 
 # %% auto #0
-__all__ = ['DEFAULT_TRAIN', 'DEFAULT_VAL', 'VARIANTS', 'skimage_image', 'write_default_data', 'prepare_split', 'write_json',
-           'variant_switches', 'demo_prepared', 'lr_folder', 'bicubic_net', 'evaluate_net', 'load_run_net',
-           'reset_if_changed']
+__all__ = ['DEFAULT_TRAIN', 'DEFAULT_VAL', 'VARIANTS', 'skimage_image', 'write_default_data', 'prepare_split', 'holdout_split',
+           'write_json', 'variant_switches', 'demo_prepared', 'lr_folder', 'bicubic_net', 'evaluate_net',
+           'load_run_net', 'reset_if_changed']
 
 # %% ../nbs/09_pipeline.ipynb #5426a3e6
 DEFAULT_TRAIN = ('chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry',
@@ -48,15 +49,16 @@ def prepare_split(src_dir:str|Path, # folder of HR images
                   crop_size:int|None=None, # cut into sub-images of this side (None: whole images)
                   step:int|None=None, # sub-image stride (default: crop_size // 2)
                   thresh_size:int=0, # BasicSR's threshold for an edge-flush extra crop
+                  files:list|None=None, # these images of `src_dir` only (default: all; see `holdout_split`)
                  )->dict: # summary: counts and sizes
     "Write mod-cropped HR images (or sub-images) and their MATLAB-bicubic LR twins."
     src, out = Path(src_dir), Path(out_dir)
-    srcs = list_images(src)
+    srcs = list_images(src) if files is None else [Path(f) for f in files]
     if not srcs: raise FileNotFoundError(f'{src}: no images found (expected PNG/JPEG/TIFF/BMP files)')
     hr_dir, lr_dir = out/'HR', out/'LR'/f'X{scale}'
     if crop_size:
         if crop_size % scale: raise ValueError(f'crop_size {crop_size} is not a multiple of scale {scale}')
-        hrs = extract_subimages(src, hr_dir, crop_size=crop_size, step=step or crop_size//2, thresh_size=thresh_size)
+        hrs = extract_subimages(src, hr_dir, crop_size=crop_size, step=step or crop_size//2, thresh_size=thresh_size, files=srcs)
     else:
         hrs = [imwrite(hr_dir/f'{p.stem}.png', imread(p)) for p in srcs]
     n_px = 0
@@ -69,6 +71,14 @@ def prepare_split(src_dir:str|Path, # folder of HR images
     return dict(sources=len(srcs), pairs=len(hrs), scale=scale, hr_megapixels=round(n_px/1e6, 3),
                 hr_dir=hr_dir.as_posix(), lr_dir=lr_dir.as_posix())
 
+def holdout_split(src_dir:str|Path, # folder of images
+                  every:int, # every `every`-th image (1-based, in name order) is held out
+                 )->tuple[list, list]: # (training files, held-out files)
+    "Split a folder into training and held-out (validation) images, deterministically by name order."
+    fs = list_images(src_dir)
+    if every < 2 or len(fs) < every: raise ValueError(f'holdout every {every}: expected 2 <= every <= {len(fs)} (the images in {src_dir})')
+    return [f for i, f in enumerate(fs, 1) if i % every], [f for i, f in enumerate(fs, 1) if not i % every]
+
 # %% ../nbs/09_pipeline.ipynb #92a62eb6
 def write_json(path:str|Path, obj)->Path:
     "Write `obj` as indented JSON, atomically."
@@ -76,20 +86,44 @@ def write_json(path:str|Path, obj)->Path:
 
 # %% ../nbs/09_pipeline.ipynb #d3ebca45
 _TERMS = ('use_pix', 'use_kd', 'use_lcr', 'use_dcr', 'use_dmm')
+_KD = dict(use_pix=True, use_kd=True, use_lcr=False, use_dcr=False, use_dmm=False)
+_KD_DCR = dict(_KD, use_dcr=True)
 VARIANTS = {
     'scratch':          dict(use_pix=True, use_kd=False, use_lcr=False, use_dcr=False, use_dmm=False),
-    'kd':               dict(use_pix=True, use_kd=True, use_lcr=False, use_dcr=False, use_dmm=False),
-    'kd_lcr':           dict(use_pix=True, use_kd=True, use_lcr=True, use_dcr=False, use_dmm=False),
-    'kd_dcr':           dict(use_pix=True, use_kd=True, use_lcr=False, use_dcr=True, use_dmm=False),
-    'kd_dmm':           dict(use_pix=True, use_kd=True, use_lcr=False, use_dcr=False, use_dmm=True),
+    'kd':               _KD,
+    'kd_lcr':           dict(_KD, use_lcr=True),
+    'kd_dcr':           _KD_DCR,
+    'kd_dmm':           dict(_KD, use_dmm=True),
     'dckd':             dict(use_pix=True, use_kd=True, use_lcr=True, use_dcr=True, use_dmm=True),
     'dckd_official_ce': dict(use_pix=True, use_kd=True, use_lcr=True, use_dcr=True, use_dmm=True, reference_ce=True),
+    # the study of when DCR helps (nbs/11_study.ipynb): kd_dcr with one change each; a callable is a rule
+    # applied to the run's own settings (the `distill` keys after the budget's overrides)
+    'kd_dcr_w0':        dict(_KD_DCR, w_dcr=0.),      # H1: DCR computed and logged, no gradient (kd's trajectory)
+    'kd_dcr_w003':      dict(_KD_DCR, w_dcr=0.03),    # H1: a third of the paper's weight
+    'kd_dcr_w001':      dict(_KD_DCR, w_dcr=0.01),    # H1: a tenth
+    'kd_dcr_tneg':      dict(_KD_DCR, neg_net='teacher'),   # H2: static negatives, the teacher on the degraded copies
+    'kd_dcr_once':      dict(_KD_DCR, history_period=lambda k: k['history_steps'][0],   # H2: one early refresh
+                             history_steps=lambda k: [k['history_steps'][0], 10**9]),
+    'kd_dcr_rare':      dict(_KD_DCR, history_steps=lambda k: [10 * s for s in k['history_steps']],  # H2: 10x rarer
+                             history_period=lambda k: 10 * k['history_period']),
+    'kd_lowlr':         dict(_KD, lr=lambda k: k['lr'] / 4),       # H3: a quarter of the learning rate
+    'kd_dcr_lowlr':     dict(_KD_DCR, lr=lambda k: k['lr'] / 4),
+    'kd_dcr_shallow':   dict(_KD_DCR, dcr_weights=[1/32, 1/16, 1/8, 1/4, 0.]),  # H4: levels 0-3 only
+    'kd_dcr_deep':      dict(_KD_DCR, dcr_weights=[0., 0., 0., 0., 1.]),        # H4: the deepest level only
 }
 
-def variant_switches(name:str)->dict:
-    "The loss switches of an ablation variant (`reference_ce` included)."
+def variant_switches(name:str, # a key of `VARIANTS`
+                     knobs:dict|None=None, # the run's other settings, for variants whose values are rules
+                    )->dict: # config keys: the loss switches (`reference_ce` included) and the variant's changes
+    "The config keys an ablation variant sets."
     if name not in VARIANTS: raise ValueError(f'unknown variant {name!r}; variants: {", ".join(VARIANTS)}')
-    return {'reference_ce': False, **VARIANTS[name]}
+    v = {'reference_ce': False, **VARIANTS[name]}
+    if any(callable(x) for x in v.values()):
+        if knobs is None: raise ValueError(f'variant {name!r} is a rule over the run\'s settings: pass them as `knobs`')
+        from dckd.distill import DistillConfig
+        base = DistillConfig.from_dict({k: x for k, x in knobs.items() if k in {f.name for f in fields(DistillConfig)}}).to_dict()
+        v = {k: (x(base) if callable(x) else x) for k, x in v.items()}
+    return v
 
 # %% ../nbs/09_pipeline.ipynb #049a210d
 def demo_prepared(out_dir:str|Path, scale:int=2, size:int=96)->Path:
@@ -159,7 +193,7 @@ def load_run_net(run_dir:str|Path, # a distillation run's out_dir (config.yaml, 
     return load_weights(build_net(arch), run/'models'/'net_g_latest.pth', key=key)
 
 # %% ../nbs/09_pipeline.ipynb #2cf50d7d
-_BOOKKEEPING = ('resume', 'progress', 'log_every', 'val_every', 'ckpt_every', 'num_workers', 'device')
+_BOOKKEEPING = ('resume', 'progress', 'log_every', 'val_every', 'ckpt_every', 'num_workers', 'device', 'grad_every')
 
 def reset_if_changed(out_dir:str|Path, # a run folder (may not exist)
                      cfg:dict, # the configuration about to run

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# When does DCKD help? The study of nbs/11_study.ipynb as a DVC experiment of the main pipeline.
+#
+#   bash profiles/study.sh                       # the hypothesis runs at 400 iterations (hours on 2 cores)
+#   BUDGET=1600 VARIANTS='[scratch, kd, dckd, dckd_budget]' bash profiles/study.sh   # a point of the budget curve
+#   SHARED=/data/dckd-shared bash profiles/study.sh -S 'ablation.seeds=[0]'          # other data root, extra -S
+#
+# The PAN x2 profile (profiles/pan_x2.sh: pretrained PAN x2 teacher, SwinIR 40K student, compact VQ feature space)
+# with a validation split that is not a test set: every fourth Kodak24 image (kodim04, 08, ..., 24) is held out
+# for validation and the student trains on the other 18; Set5 is the test set, and no choice looks at it.
+# Budget B iterations: the schedule scales with B as in pan_x2.sh (milestones at 0.7B and 0.9B, history refreshes
+# every B/16, B/8, 3B/16 per B/4). Every run also keeps an EMA-0.99 copy (scored as `<variant>@ema0.99`) and logs
+# the gradient share of each loss term every B/20 iterations. The `distill` stage only feeds the report's figures
+# here (a short dckd run); the study reads the ablation runs. Afterwards the table, the scores and every run's
+# training log are copied to docs/study/b$B/ (DOCS=... to change, DOCS= to skip).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+S=${SHARED:-../shared}
+B=${BUDGET:-400}
+V=${VARIANTS:-'[scratch, kd, kd_dcr, dckd, kd_dcr_w0, kd_dcr_w003, kd_dcr_w001, kd_dcr_tneg, kd_dcr_once, kd_dcr_rare, kd_lowlr, kd_dcr_lowlr, kd_dcr_shallow, kd_dcr_deep]'}
+DOCS=${DOCS-docs/study/b$B}
+for f in "$S/weights/PANx2_DF2K.pth" "$S/data/Kodak24" "$S/data/Set5/HR" "$S/data/Set5/LR_bicubic/X2"; do
+  [ -e "$f" ] || { echo "study.sh: $f not found (SHARED=$S: expected weights/PANx2_DF2K.pth, data/Kodak24, data/Set5)" >&2; exit 2; }
+done
+(( B % 400 == 0 )) || { echo "study.sh: BUDGET=$B: expected a multiple of 400 (the schedule is scaled from 400)" >&2; exit 2; }
+K=$((B / 400))
+start=$(date +%s)
+dvc exp run -n "${EXP_NAME:-study-b$B}" \
+  -S "prepare.train_dir=$S/data/Kodak24" -S "prepare.val_dir=$S/data/Kodak24" -S prepare.holdout_every=4 -S prepare.crop_size=0 \
+  -S "teacher.weights=$S/weights/PANx2_DF2K.pth" \
+  -S 'teacher.arch={type: PAN, in_nc: 3, out_nc: 3, nf: 40, unf: 24, nb: 16}' \
+  -S vqgan.iters=1000 -S vqgan.batch=8 -S vqgan.patch=64 -S vqgan.log_every=50 \
+  -S distill.iters=40 -S distill.batch=8 -S distill.gt_size=64 -S 'distill.milestones=[28, 36]' \
+  -S "distill.history_steps=[$((25 * K)), $((50 * K)), $((75 * K))]" -S distill.history_period=$((100 * K)) \
+  -S distill.val_every=0 -S distill.ckpt_every=0 -S distill.log_every=$((10 * K)) \
+  -S "ablation.variants=$V" -S 'ablation.seeds=[0, 1, 2]' \
+  -S "ablation.budget={iters: $B, milestones: [$((280 * K)), $((360 * K))], val_every: 0, ckpt_every: $((100 * K)), ema_extra: [0.99], grad_every: $((20 * K))}" \
+  -S "++evaluate.sets.Set5=$S/data/Set5" "$@"
+echo "study.sh: the experiment took $(( ($(date +%s) - start) / 60 )) min"
+if [ -n "$DOCS" ]; then
+  mkdir -p "$DOCS/runs"
+  cp results/report/table.md results/report/table.json results/evaluate/metrics.json results/evaluate/rows.json \
+     results/evaluate/per_image.json results/prepare/summary.json "$DOCS"/
+  for r in results/ablation/*/; do   # each run's configuration, refreshes and DVCLive curves (small text files)
+    n=$(basename "$r"); mkdir -p "$DOCS/runs/$n"
+    cp "$r/config.yaml" "$r/summary.json" "$r/history_refresh.json" "$DOCS/runs/$n/"
+    [ -d "$r/live/plots/metrics" ] && cp -r "$r/live/plots/metrics" "$DOCS/runs/$n/"
+  done
+  echo "study.sh: table, scores and run logs in $DOCS"; cat "$DOCS/table.md"
+fi
