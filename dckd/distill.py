@@ -477,7 +477,7 @@ def tiny_config(**kw)->DistillConfig:
 def grad_share(self:Distiller,
                terms:dict,                # this step's attached loss terms, {name: scalar} (as in `train_step`)
                dcr_feats:tuple|None=None, # (student, teacher, negative) features per level: split DCR into pull and push
-              )->dict:                    # {'grad/<part>/norm', '.../raw', '.../cos'} and 'grad/total/norm'
+              )->dict:                    # {'grad/<part>/norm', '.../raw', '.../cos'}, 'grad/ref/norm', 'grad/total/norm'
     "Per-term gradient norms on the student's parameters and their cosines with the gradient of pix + kd."
     c, eps = self.cfg, 1e-7
     ps = [p for p in self.student.parameters() if p.requires_grad]
@@ -496,6 +496,11 @@ def grad_share(self:Distiller,
     for k, (w, _) in parts.items():
         cos = F.cosine_similarity(g[k], ref, dim=0).item() if torch.is_tensor(ref) else math.nan
         out.update({f'grad/{k}/norm': abs(w) * g[k].norm().item(), f'grad/{k}/raw': g[k].norm().item(), f'grad/{k}/cos': cos})
+    if 'dcr_pull' in g:   # the whole DCR term (pull + push)
+        dcr = g['dcr_pull'] + g['dcr_push']
+        cos = F.cosine_similarity(dcr, ref, dim=0).item() if torch.is_tensor(ref) else math.nan
+        out.update({'grad/dcr/norm': abs(c.w_dcr) * dcr.norm().item(), 'grad/dcr/raw': dcr.norm().item(), 'grad/dcr/cos': cos})
+    if torch.is_tensor(ref): out['grad/ref/norm'] = ref.norm().item()   # |grad of pix + kd|, the reference direction
     out['grad/total/norm'] = sum(w * g[k] for k, (w, _) in parts.items()).norm().item()
     return out
 

@@ -16,8 +16,9 @@ from .metrics import calculate_psnr
 from .losses import DCR_WEIGHTS
 
 # %% auto #0
-__all__ = ['read_live', 'read_refreshes', 'synthetic_run', 'contrastive_state', 'training_curves', 'code_stats', 'code_maps',
-           'ablation_table', 'format_table', 'ablation_chart', 'pick_box', 'panel_psnr', 'visual_crops', 'sr_panels']
+__all__ = ['read_live', 'read_refreshes', 'synthetic_run', 'contrastive_state', 'training_curves', 'gradient_share', 'code_stats',
+           'code_maps', 'ablation_table', 'format_table', 'ablation_chart', 'pick_box', 'panel_psnr', 'visual_crops',
+           'sr_panels']
 
 # %% ../nbs/10_plots.ipynb #7524bb39
 def _fig(w:float, h:float):
@@ -280,6 +281,35 @@ def training_curves(lives:dict, # {variant: `read_live` output or a run's out_di
         for hh, ll in zip(*ax.get_legend_handles_labels()): h.setdefault(ll, hh)
     fig.legend(list(h.values()), list(h), loc='outside lower center', ncols=min(len(h), 6), frameon=False)
     fig.suptitle('Training curves', fontsize=12)
+    return _save(fig, path)
+
+# %% ../nbs/10_plots.ipynb #4a50cbfb
+_PART_STYLE = {'pix': ('C0', 'pix'), 'kd': ('C1', 'kd'), 'lcr': ('C4', 'lcr'), 'dcr_pull': ('C2', 'DCR pull ($d_{ap}$)'),
+               'dcr_push': ('C3', 'DCR push ($d_{an}$)'), 'dmm': ('C5', 'DMM')}
+
+def gradient_share(live:dict|str|Path, # `read_live` output, or a run's out_dir / live folder
+                   refreshes=None,     # refresh iterations (default: `read_refreshes` when `live` is a path)
+                   path:str|Path|None=None, # write a PNG here
+                   title:str='',       # a title (e.g. the run's name)
+                  ):                   # matplotlib Figure
+    "Gradient norm of each loss term on the student and its cosine with the pix + kd gradient, over iterations."
+    if refreshes is None and not isinstance(live, Mapping): refreshes = read_refreshes(live)
+    live = _as_live(live)
+    parts = [k for k in _PART_STYLE if f'grad/{k}/norm' in live]
+    if not parts: raise ValueError(f"no 'grad/<term>/norm' metrics (was the run trained with grad_every > 0?); metrics: {', '.join(live)}")
+    fig = _fig(11, 3.8)
+    a, b = fig.subplots(1, 2, sharex=True)
+    for k in parts:
+        col, lab = _PART_STYLE[k]
+        s, v = live[f'grad/{k}/norm']
+        a.plot(s, v, color=col, lw=1.3, marker='.', ms=3, label=lab)
+        if f'grad/{k}/cos' in live: b.plot(*live[f'grad/{k}/cos'], color=col, lw=1.3, marker='.', ms=3)
+    a.set_yscale('log'); a.set_ylabel('|w ∇ term| on the student'); b.set_ylabel('cos(∇ term, ∇(pix + kd))')
+    b.axhline(0, color='0.3', lw=0.8); b.set_ylim(-1.05, 1.05)
+    for ax in (a, b): ax.set_xlabel('iteration'); ax.grid(alpha=0.3); _refresh_lines(ax, refreshes, label=ax is b)
+    h, l = a.get_legend_handles_labels(); h2, l2 = b.get_legend_handles_labels()
+    fig.legend(h + h2, l + l2, loc='outside lower center', ncols=len(parts) + 1, fontsize=9, frameon=False)
+    fig.suptitle(title or 'Gradient of each loss term on the student', fontsize=12)
     return _save(fig, path)
 
 # %% ../nbs/10_plots.ipynb #b375cace

@@ -34,7 +34,7 @@ dvc exp run -n "${EXP_NAME:-study-b$B}" \
   -S "distill.history_steps=[$((25 * K)), $((50 * K)), $((75 * K))]" -S distill.history_period=$((100 * K)) \
   -S distill.val_every=0 -S distill.ckpt_every=0 -S distill.log_every=$((10 * K)) \
   -S "ablation.variants=$V" -S 'ablation.seeds=[0, 1, 2]' \
-  -S "ablation.budget={iters: $B, milestones: [$((280 * K)), $((360 * K))], val_every: 0, ckpt_every: $((100 * K)), ema_extra: [0.99], grad_every: $((20 * K))}" \
+  -S "++ablation.budget={iters: $B, milestones: [$((280 * K)), $((360 * K))], val_every: 0, ckpt_every: $((100 * K)), ema_extra: [0.99], grad_every: $((20 * K))}" \
   -S "++evaluate.sets.Set5=$S/data/Set5" "$@"
 echo "study.sh: the experiment took $(( ($(date +%s) - start) / 60 )) min"
 if [ -n "$DOCS" ]; then
@@ -42,9 +42,9 @@ if [ -n "$DOCS" ]; then
   cp results/report/table.md results/report/table.json results/evaluate/metrics.json results/evaluate/rows.json \
      results/evaluate/per_image.json results/prepare/summary.json "$DOCS"/
   for r in results/ablation/*/; do   # each run's configuration, refreshes and DVCLive curves (small text files)
-    n=$(basename "$r"); mkdir -p "$DOCS/runs/$n"
+    n=$(basename "$r"); mkdir -p "$DOCS/runs/$n/live/plots"
     cp "$r/config.yaml" "$r/summary.json" "$r/history_refresh.json" "$DOCS/runs/$n/"
-    [ -d "$r/live/plots/metrics" ] && cp -r "$r/live/plots/metrics" "$DOCS/runs/$n/"
+    if [ -d "$r/live/plots/metrics" ]; then cp -r "$r/live/plots/metrics" "$DOCS/runs/$n/live/plots/"; fi
   done
   echo "study.sh: table, scores and run logs in $DOCS"; cat "$DOCS/table.md"
 fi
