@@ -5,6 +5,7 @@
 # %% ../nbs/03_archs.ipynb #f49dad27
 from __future__ import annotations
 import math, inspect
+from collections.abc import Mapping
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from einops import rearrange
@@ -14,7 +15,7 @@ __all__ = ['RGB_MEAN', 'UPSAMPLERS', 'ARCHS', 'SWINIR_M', 'DCKD_STUDENT', 'drop_
            'to_windows', 'from_windows', 'relative_position_index', 'shift_mask', 'Mlp', 'WindowAttention',
            'SwinTransformerBlock', 'BasicLayer', 'RSTB', 'PatchEmbed', 'SwinIR', 'PA', 'PAConv', 'SCPA', 'PAN',
            'count_params', 'ResidualBlockNoBN', 'ChannelAttention', 'RCAB', 'ResidualGroup', 'EDSR', 'RCAN',
-           'build_net', 'swinir_m', 'dckd_student']
+           'check_arch', 'build_net', 'swinir_m', 'dckd_student']
 
 # %% ../nbs/03_archs.ipynb #2ac1b133
 def drop_path(x:Tensor,          # residual branch, (b, ...)
@@ -504,9 +505,10 @@ class RCAN(_MeanShiftSR):
 # %% ../nbs/03_archs.ipynb #822076d6
 ARCHS = {'SwinIR': SwinIR, 'PAN': PAN, 'RCAN': RCAN, 'EDSR': EDSR}
 
-def build_net(cfg:dict, # {'type': 'SwinIR'|'PAN'|'RCAN'|'EDSR', **constructor arguments}
-             )->nn.Module:
-    "Build a network from a BasicSR-style `network_g` dict."
+def check_arch(cfg:dict, # {'type': 'SwinIR'|'PAN'|'RCAN'|'EDSR', **constructor arguments}
+              )->tuple:  # (class, constructor arguments)
+    "Validate a network dict without building it: a known type, known arguments, none missing."
+    if not isinstance(cfg, Mapping): raise TypeError(f'a network config is a mapping with a type, got {cfg!r}')
     cfg = dict(cfg)
     if 'type' not in cfg: raise ValueError(f"network config needs a 'type'; accepted types: {', '.join(ARCHS)}")
     t = cfg.pop('type')
@@ -519,7 +521,13 @@ def build_net(cfg:dict, # {'type': 'SwinIR'|'PAN'|'RCAN'|'EDSR', **constructor a
         msg = ([f"unknown argument(s) {', '.join(map(repr, bad))}"] if bad else []) + \
               ([f"missing required argument(s) {', '.join(map(repr, missing))}"] if missing else [])
         raise TypeError(f"{cls.__name__}: {'; '.join(msg)}; accepted arguments: {', '.join(params)}")
-    return cls(**cfg)
+    return cls, cfg
+
+def build_net(cfg:dict, # {'type': 'SwinIR'|'PAN'|'RCAN'|'EDSR', **constructor arguments}
+             )->nn.Module:
+    "Build a network from a BasicSR-style `network_g` dict."
+    cls, kw = check_arch(cfg)
+    return cls(**kw)
 
 # %% ../nbs/03_archs.ipynb #0263f15b
 # METHOD.md: Networks (teacher SwinIR-M s48w8, DCKD student)

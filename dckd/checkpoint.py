@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_checkpoint.ipynb #a19f2026
 from __future__ import annotations
-import re, warnings
+import errno, os, re, shutil, sys, tempfile, traceback, warnings
 from collections.abc import Mapping
 from pathlib import Path
 import torch
@@ -12,20 +12,45 @@ from torch import nn, Tensor
 from .core import atomic_path
 
 # %% auto #0
-__all__ = ['CheckpointError', 'read_state_dict', 'net_scale', 'load_weights', 'save_weights', 'save_state', 'load_state']
+__all__ = ['CheckpointError', 'CheckpointWriteError', 'read_state_dict', 'net_scale', 'load_weights', 'save_weights',
+           'save_state', 'load_state']
 
 # %% ../nbs/07_checkpoint.ipynb #6289a011
 class CheckpointError(ValueError, RuntimeError):
     "A file that is not a usable checkpoint, or weights that do not fit the network."
 
+class CheckpointWriteError(OSError, CheckpointError):
+    "A checkpoint that could not be written (full disk, no permission, ...); the previous file is kept."
+
 # %% ../nbs/07_checkpoint.ipynb #72440768
 def _short(e:BaseException)->str:
-    "One line about why `torch.load` failed, without torch's long advice text."
+    "One line about why `torch.load` failed, without torch's advice text (which suggests `weights_only=False`)."
     msg = str(e)
     if m := re.search(r'WeightsUnpickler error:\s*(.*?)(?: was not an allowed global|\n\n|$)', msg, re.S):
         why = m.group(1).strip()
         return f'unreadable pickle data: {why}' if why.startswith('Unsupported operand') else why
+    if msg.startswith('Weights only load failed'):   # keep the paragraphs saying what failed, drop the advice
+        keep = [p.strip() for p in re.split(r'\n\s*\n', msg) if p.strip() and 'weights_only' not in p]
+        return ' '.join(keep) or 'refused by the weights_only unpickler'
     return f'{type(e).__name__}: {msg.splitlines()[0] if msg.strip() else "(no message)"}'
+
+def _clean(e:BaseException)->BaseException:
+    "`e`, or for torch's weights_only refusals a copy without its advice (the cause shown in tracebacks)."
+    if 'weights_only' not in str(e): return e
+    try: c = type(e)(_short(e))
+    except Exception: c = RuntimeError(_short(e))
+    return c.with_traceback(e.__traceback__)
+
+def _refused(path, e:BaseException, what:str='checkpoint', advice:str|None=None)->str|None:
+    "The message for a file refused because it pickles a Python global, or None if that is not why `e` was raised."
+    if not (m := re.search(r'GLOBAL\s+([\w.]+)', str(e))): return None
+    mod = re.search(r'whose module (\S+) is blocked', str(e))
+    why = f'its module {mod.group(1)} is blocked' if mod else 'not an allowed global'
+    return (f'{what} {path} holds pickled Python objects beyond tensors and plain containers: '
+            f'torch.load(weights_only=True) refuses the global {m.group(1)} ({why}). The file was not unpickled, '
+            f'as unpickling it could run arbitrary code. '
+            + (advice or 'If it comes from a source you trust, re-save its weights as a plain state dict (a dict of '
+                         'tensors) with trusted code, such as the code that wrote it, and load that file instead'))
 
 def _torch_load(path:Path):
     "`torch.load(weights_only=True)` whose every failure is a `CheckpointError` naming `path`."
@@ -37,13 +62,9 @@ def _torch_load(path:Path):
             warnings.filterwarnings('ignore', message='Detected pickle protocol')  # plain pickles: refused below anyway
             return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        why = _short(e)
-        if 'Unsupported global' in why:
-            raise CheckpointError(f'checkpoint {path} holds pickled Python objects that torch.load(weights_only=True) refuses '
-                                  f'({why}); expected only tensors and plain containers. It is not unpickled, '
-                                  f'as that could run arbitrary code: re-save the weights as a state dict') from e
-        raise CheckpointError(f'{path} is not a readable torch checkpoint ({why}); '
-                              f'expected a file written by torch.save') from e
+        if msg := _refused(path, e): raise CheckpointError(msg) from _clean(e)
+        raise CheckpointError(f'{path} is not a readable torch checkpoint ({_short(e)}); '
+                              f'expected a file written by torch.save') from _clean(e)
 
 # %% ../nbs/07_checkpoint.ipynb #b3c292d0
 _WRAPPERS = ('params', 'params_ema', 'state_dict')
@@ -141,6 +162,7 @@ def load_weights(net:nn.Module,          # the network to fill (built with the r
                  path:str|Path,          # checkpoint file
                  key:str|None='params_ema', # preferred key (BasicSR fallback to `params`, or a bare dict)
                  strict:bool=True,       # refuse missing/unexpected keys (shape mismatches are always refused)
+                 allow_scale_mismatch:bool=False, # load weights whose file name says another scale (a warning, not an error)
                 )->nn.Module:            # `net`, loaded
     "Load the weights in `path` into `net`, with a readable error when they do not fit."
     path = Path(path)
@@ -153,11 +175,14 @@ def load_weights(net:nn.Module,          # the network to fill (built with the r
         raise CheckpointError(_mismatch_msg(net, path, used, sd, msd, missing, unexpected, shapes))
     if missing or unexpected:
         warnings.warn(_mismatch_msg(net, path, used, sd, msd, missing, unexpected, shapes).replace(' does not fit', ' partly fits', 1))
-    net.load_state_dict(sd, strict=strict)
     s, s_name = net_scale(net), _name_scale(path)
     if s and s_name and s != s_name:
-        warnings.warn(f'{path.name} looks like weights for scale {s_name} (from its name) but {type(net).__name__} '
-                      f'is scale {s}: the keys and shapes fit, the result will not')
+        msg = (f'{path} looks like weights for scale {s_name} (from its name) but {type(net).__name__} is scale {s}: '
+               f'the keys and shapes fit, the result will not')
+        if not allow_scale_mismatch: raise CheckpointError(msg + '; pass allow_scale_mismatch=True (pipeline: '
+                                                           'teacher.allow_scale_mismatch: true) if the name is wrong')
+        warnings.warn(msg)
+    net.load_state_dict(sd, strict=strict)
     return net
 
 # %% ../nbs/07_checkpoint.ipynb #7d67be8e
@@ -182,9 +207,54 @@ def _cpu_sd(m)->dict:
     if not _is_sd(sd): raise TypeError(f'expected an nn.Module or a non-empty dict of tensors, got {type(m).__name__}')
     return {_strip(k): v.detach().cpu() for k, v in sd.items()}
 
-def _save(path, obj):
-    with atomic_path(path) as tmp_path: torch.save(obj, tmp_path)
-    return Path(path)
+class _Count:
+    "A file-like sink that only counts what is written to it."
+    def __init__(self): self.n = 0
+    def write(self, b): self.n += len(b); return len(b)
+    def flush(self): pass
+
+def _nbytes(obj)->int|None:
+    "The size of `obj` as `torch.save` writes it (serialised into a counter, nothing kept); None if that fails too."
+    try: c = _Count(); torch.save(obj, c); return c.n
+    except Exception: return None
+
+def _size(n:int|None)->str:
+    "`n` bytes, for people: '9,895 bytes (9.7 KiB)'."
+    if n is None: return 'an unknown number of bytes'
+    k, u = next(((k, u) for k, u in ((30, 'GiB'), (20, 'MiB'), (10, 'KiB')) if n >= 2**k), (0, ''))
+    return f'{n:,} bytes' + (f' ({n/2**k:.1f} {u})' if k else '')
+
+def _write_error(path:Path, obj, e:BaseException)->CheckpointWriteError:
+    "A failed save as an error naming the file, the bytes to write and the free space there."
+    n, code = _nbytes(obj), getattr(e, 'errno', None)
+    try: free = shutil.disk_usage(next(p for p in (path.parent, *path.parent.parents) if p.is_dir())).free
+    except (OSError, StopIteration): free = None
+    full = code == errno.ENOSPC or (n is not None and free is not None and free < n)
+    why = (e.strerror if isinstance(e, OSError) and e.strerror else
+           f'the writer failed ({str(e).strip().splitlines()[0]})' if isinstance(e, RuntimeError) and str(e).strip()
+           else str(e).strip() or type(e).__name__)
+    msg = (f'cannot write checkpoint {path}: {why}; {_size(n)} to write, '
+           f'{"unknown" if free is None else _size(free)} free on its filesystem'
+           + ('; the disk is full: free some space or save elsewhere' if full else '')
+           + f'. Any previous {path.name} there is unchanged')
+    code = code or (errno.ENOSPC if full else None)
+    return CheckpointWriteError(code, msg) if code else CheckpointWriteError(msg)
+
+def _save(path, obj)->Path:
+    "`torch.save` atomically and reproducibly: the same `obj` gives the same bytes, whatever `path` is."
+    path, outer = Path(path), sys.exc_info()[1]
+    try:
+        with atomic_path(path) as tmp:
+            d = Path(tempfile.mkdtemp(prefix=f'{tmp.name}.', dir=path.parent))
+            try:   # torch names the zip's root folder after the file: a fixed name, not the random temporary one
+                torch.save(obj, d/'archive')
+                os.replace(d/'archive', tmp)
+            finally: shutil.rmtree(d, ignore_errors=True)
+    except (OSError, RuntimeError) as e:
+        x = e   # drop the failed frames' locals: that closes torch's writer, so the free space excludes the deleted file
+        while x is not None and x is not outer: traceback.clear_frames(x.__traceback__); x = x.__context__
+        raise _write_error(path, obj, e) from e
+    return path
 
 # %% ../nbs/07_checkpoint.ipynb #d7527a7e
 def save_weights(path:str|Path,            # destination (written atomically)

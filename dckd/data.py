@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #af2754dd
 from __future__ import annotations
-import math, struct, zlib, io
+import math, struct, threading, zlib, io
 from pathlib import Path
 import numpy as np, torch
 from einops import rearrange
@@ -13,8 +13,8 @@ from torch.utils.data import Dataset
 from .core import atomic_path
 
 # %% auto #0
-__all__ = ['IMG_EXTS', 'ImageReadError', 'imread', 'imwrite', 'img2tensor', 'tensor2img', 'mod_crop', 'imresize', 'list_images',
-           'paired_random_crop', 'augment', 'PairedImageDataset', 'extract_subimages']
+__all__ = ['IMG_EXTS', 'MAX_PIXELS', 'ImageReadError', 'imread', 'imwrite', 'img2tensor', 'tensor2img', 'mod_crop', 'imresize',
+           'list_images', 'paired_random_crop', 'augment', 'PairedImageDataset', 'extract_subimages']
 
 # %% ../nbs/01_data.ipynb #d7829844
 class ImageReadError(ValueError):
@@ -23,13 +23,42 @@ class ImageReadError(ValueError):
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 _PNG_SIG, _PNG_END = b'\x89PNG\r\n\x1a\n', b'\0\0\0\0IEND\xaeB`\x82'   # signature; the IEND chunk with its CRC
 
+# %% ../nbs/01_data.ipynb #7a5d1dcc
+MAX_PIXELS:int|None = 89_478_485  # most pixels (width x height) a reader here decodes: Pillow's default limit; None: none
+
+# %% ../nbs/01_data.ipynb #c5b311bf
+_PIL_LOCK = threading.Lock()
+
+def _check_pixels(w:int, h:int, path)->None:
+    "Refuse a header that declares more than `MAX_PIXELS` pixels: called before anything is decompressed."
+    if MAX_PIXELS is not None and w*h > MAX_PIXELS:
+        raise ImageReadError(
+            f'{path}: the header declares {w}x{h} = {w*h:,} pixels, more than the limit of {MAX_PIXELS:,} '
+            f'(at least {w*h*12/2**30:.1f} GiB once decoded); refused as a possible decompression bomb, nothing was '
+            f'decoded. If the image is genuine, raise the limit: `import dckd.data; dckd.data.MAX_PIXELS = {w*h}` '
+            f'(None: no limit)')
+
+def _pil_open(src, # a path or a file object
+              path, # named in errors
+             )->Image.Image:
+    "`Image.open` (it reads the header only) under `MAX_PIXELS` rather than Pillow's limit, which only warns below 2x."
+    with _PIL_LOCK:  # Pillow's limit is a module global: off for the open only
+        prev, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try: im = Image.open(src)
+        finally: Image.MAX_IMAGE_PIXELS = prev
+    try: _check_pixels(*im.size, path)
+    except BaseException: im.close(); raise
+    return im
+
 # %% ../nbs/01_data.ipynb #9339a4c8
 def _png16(data:bytes, # the whole file
+           path=None,  # named in errors
           )->np.ndarray|None: # uint16 HWC, or None when not a 16-bit colour PNG
     "Decode a non-interlaced 16-bit colour PNG (which Pillow would cut to 8 bits)."
     if not data.startswith(_PNG_SIG) or len(data) < 33 or data[12:16] != b'IHDR': return None
     w, h, depth, ctype, _, _, interlace = struct.unpack('>IIBBBBB', data[16:29])
     if depth != 16 or ctype not in (2, 4, 6): return None
+    _check_pixels(w, h, path)   # from the header, before any decompression
     if interlace: raise ValueError('interlaced 16-bit colour PNG is not supported')
     idat, pos = [], 8
     while pos + 8 <= len(data):
@@ -39,10 +68,11 @@ def _png16(data:bytes, # the whole file
         if kind == b'IEND': break
         pos += 12 + n
     else: raise ValueError('truncated PNG: no IEND chunk')
-    nc = {2: 3, 4: 2, 6: 4}[ctype]; bpp = 2*nc
-    raw = np.frombuffer(zlib.decompress(b''.join(idat)), np.uint8)
-    if raw.size != h*(1 + w*bpp): raise ValueError(f'{raw.size} bytes of pixel data, expected {h*(1 + w*bpp)}')
-    raw = raw.reshape(h, 1 + w*bpp)
+    nc = {2: 3, 4: 2, 6: 4}[ctype]; bpp = 2*nc; want = h*(1 + w*bpp)
+    raw = zlib.decompressobj().decompress(b''.join(idat), want + 1)   # never more than the header declares
+    if len(raw) > want: raise ValueError(f'more pixel data than the {w}x{h} header declares ({want} bytes)')
+    if len(raw) < want: raise ValueError(f'{len(raw)} bytes of pixel data, expected {want}')
+    raw = np.frombuffer(raw, np.uint8).reshape(h, 1 + w*bpp)
     ft, f = raw[:, 0].astype(np.int32), raw[:, 1:].reshape(h, w, bpp).astype(np.int32)
     if (ft > 4).any(): raise ValueError('unknown PNG filter type')
     r = np.zeros((h + 1, w + 1, bpp), np.int32)  # r[y+1, x+1] = unfiltered byte; a zero row and column in front
@@ -62,14 +92,19 @@ def _decode(data:bytes, path:Path)->np.ndarray:
     "Bytes -> array (uint8/uint16/float, HW or HWC)."
     if not data: raise ValueError('the file is empty')
     if data.startswith(_PNG_SIG) and data.rfind(_PNG_END) < 0: raise ValueError('truncated PNG: no complete IEND chunk')
-    if (x := _png16(data)) is not None: return x
+    if (x := _png16(data, path)) is not None: return x
     if path.suffix.lower() in ('.tif', '.tiff'):
         try: import tifffile
         except ImportError: tifffile = None
-        if tifffile is not None: return tifffile.imread(io.BytesIO(data))
+        if tifffile is not None:
+            with tifffile.TiffFile(io.BytesIO(data)) as tf:
+                shape = tf.series[0].shape if tf.series else ()
+                dims = shape[:-1] if len(shape) >= 3 and shape[-1] <= 4 else shape   # without a channel axis
+                if len(dims) >= 2: _check_pixels(dims[-1], math.prod(dims[:-1]), path)
+                return tf.asarray()
     prev, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False  # a truncated file must raise
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _pil_open(io.BytesIO(data), path) as im:
             im.load()
             if im.mode.startswith('I;16') or im.mode == 'I': return np.asarray(im).astype(np.uint16)
             if im.mode == 'F': return np.asarray(im, np.float32)
@@ -89,6 +124,7 @@ def imread(path:str|Path, # a PNG (8/16-bit), JPEG, TIFF or BMP file
         x = x.astype(np.float32)/(scale or 1)
         if x.ndim == 2: x = x[..., None]
         if x.ndim != 3 or x.shape[-1] not in (1, 2, 3, 4): raise ValueError(f'unsupported array shape {x.shape}')
+    except ImageReadError: raise
     except Exception as e:
         raise ImageReadError(f'{path}: cannot read it as an image ({e}); expected a complete PNG, JPEG, TIFF or BMP file') from e
     x = x[..., :1] if x.shape[-1] == 2 else x[..., :3]   # drop alpha
@@ -222,11 +258,11 @@ def augment(imgs:list[np.ndarray], # HWC images, transformed alike
 
 # %% ../nbs/01_data.ipynb #29b4ad46
 def _imsize(path:Path)->tuple[int,int]:
-    "(height, width) from the file header."
+    "(height, width) from the file header (refused above `MAX_PIXELS`, as `imread` would)."
     try:
-        with Image.open(path) as im: w, h = im.size
+        with _pil_open(path, path) as im: w, h = im.size
         return h, w
-    except FileNotFoundError: raise
+    except (FileNotFoundError, ImageReadError): raise
     except Exception as e: raise ImageReadError(f'{path}: cannot read it as an image ({e})') from e
 
 def _to8(x:np.ndarray)->np.ndarray:
@@ -312,6 +348,7 @@ class PairedImageDataset(Dataset):
         lq = self._lq(i, gt)
         self._check(i, gt.shape[:2], lq.shape[:2] if self.lr is not None else None)
         if self._pix_bytes + gt.nbytes + lq.nbytes <= self.mem_limit:
+            gt, lq = np.ascontiguousarray(gt), np.ascontiguousarray(lq)   # HWC order: a CHW tensor of it is always a copy
             for x in (gt, lq): x.flags.writeable = False   # shared by every later patch: nobody may write into it
             self._pix[i], self._pix_bytes = (gt, lq), self._pix_bytes + gt.nbytes + lq.nbytes
         return gt, lq

@@ -21,11 +21,14 @@ from .vqgan import VQGAN, F16_DDCONFIG, load_taming, load_vq
 from .losses import (PAPER_WEIGHTS, DCR_WEIGHTS, DCRState, dcr_dists, pixel_loss, kd_loss, lcr_loss, noising, random_masks,
                      dcr_loss, dmm_loss, make_negatives)
 from .checkpoint import net_scale, load_weights, save_weights, save_state, load_state
+from .data import PairedImageDataset
+from .metrics import calculate_psnr_pt, calculate_ssim_pt
 
 # %% auto #0
 __all__ = ['TERMS', 'TINY_SWINIR', 'TINY_VQGAN', 'ConfigError', 'DistillConfig', 'history_step', 'history_due', 'refresh_iters',
-           'ema_', 'sample_generator', 'batch_negatives', 'batch_masks', 'NonFiniteLossError', 'cpu_bf16',
-           'lowp_weights_', 'Distiller', 'tiny_config', 'grad_share', 'train', 'parse_sets', 'distill_cli']
+           'ema_', 'sample_generator', 'batch_negatives', 'batch_masks', 'NonFiniteLossError', 'DivergenceError',
+           'cpu_bf16', 'lowp_weights_', 'Distiller', 'tiny_config', 'grad_share', 'train', 'parse_sets', 'distill_cli',
+           'distill_main']
 
 # %% ../nbs/06_distill.ipynb #92fea8f1
 class ConfigError(ValueError):
@@ -57,6 +60,7 @@ class DistillConfig:
     milestones:tuple = (125000, 200000, 225000, 237500) # MultiStepLR milestones (iterations)
     gamma:float = 0.5                  # MultiStepLR factor
     grad_clip:float|None = None        # max gradient norm (None: no clipping)
+    diverge_factor:float = 1000.       # stop when the total loss exceeds this times its running median (0: never)
     ema_decay:float = 0.999            # EMA student decay
     ema_extra:tuple = ()               # decays of extra EMA copies, evaluated alongside (saved as params_ema<decay>)
     history_steps:tuple = (1000, 2000, 3000) # history refresh interval per period
@@ -173,7 +177,10 @@ def _check(c):
     need(c.device == 'auto' or c.device == 'cpu' or c.device.startswith('cuda'), 'device', "expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
     need(c.batch >= 1, 'batch', 'expected a positive integer')
     need(c.gt_size >= c.scale and c.gt_size % c.scale == 0, 'gt_size', f'expected a positive multiple of scale={c.scale}')
-    for k in ('iters', 'num_workers', 'num_neg', 'val_every', 'ckpt_every', 'grad_every'): need(getattr(c, k) >= 0, k, 'expected >= 0')
+    for k in ('num_workers', 'num_neg', 'val_every', 'ckpt_every', 'grad_every'): need(getattr(c, k) >= 0, k, 'expected >= 0')
+    need(c.iters >= 1, 'iters', 'expected a positive number of iterations')
+    need(math.isfinite(c.lr) and c.lr > 0, 'lr', 'expected a positive, finite learning rate')
+    need(c.diverge_factor == 0 or c.diverge_factor > 1, 'diverge_factor', 'expected 0 (off) or a factor > 1')
     need(c.log_every >= 1, 'log_every', 'expected >= 1')
     need(c.history_period >= 1, 'history_period', 'expected >= 1')
     need(len(c.history_steps) > 0 and all(isinstance(s, int) and s >= 1 for s in c.history_steps), 'history_steps',
@@ -248,6 +255,9 @@ def batch_masks(qs:list, it:int, seed:int=0, p:float=0.5, device=None)->dict:
 # %% ../nbs/06_distill.ipynb #f5150ff5
 class NonFiniteLossError(FloatingPointError):
     "A loss term became NaN or inf; the run stops before the optimiser step (the last checkpoint stays intact)."
+
+class DivergenceError(FloatingPointError):
+    "The loss grew by orders of magnitude over its running median; the run stops before the optimiser step."
 
 def cpu_bf16()->bool:
     "Whether this CPU computes bf16 natively (oneDNN's AVX512-BF16/AMX kernels); emulated bf16 would be slower."
@@ -324,7 +334,7 @@ class Distiller:
         self.opt = torch.optim.Adam(self.student.parameters(), lr=c.lr, betas=tuple(c.betas))
         self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, list(c.milestones), c.gamma)
         torch.manual_seed(c.seed + self.rank)  # what the global RNG still drives (drop path) differs per rank
-        self.it, self.refreshes, self.last_ckpt = 0, [], None
+        self.it, self.refreshes, self.last_ckpt, self.loss_hist = 0, [], None, []
         if self.cuda: torch.backends.cudnn.benchmark = True
 
     def _device(self, d:str)->torch.device:
@@ -438,6 +448,7 @@ def train_step(self:Distiller,
         raise NonFiniteLossError(f"loss term {', '.join(bad)} at iteration {it}; stopped before the optimiser step "
                                  f'(last checkpoint: {last})')
     total = sum(getattr(c, f'w_{k}') * terms[k] for k in names)
+    self._check_growth(float(sum(getattr(c, f'w_{k}') * v for k, v in zip(names, vals.tolist()))), it)
     diag = (self.grad_share(terms, (fs32, ft32, fn32) if c.use_dcr else None)
             if c.grad_every and it % c.grad_every == 0 else {})
     self.opt.zero_grad(set_to_none=True)
@@ -459,6 +470,17 @@ def train_step(self:Distiller,
         for l, (a, n, r) in enumerate(zip(*(x.tolist() for x in st))):
             out.update({f'dcr/l{l}/d_ap': a, f'dcr/l{l}/d_an': n, f'dcr/l{l}/ratio': r})
     return {**out, **diag}
+
+@_patch
+def _check_growth(self:Distiller, total:float, it:int):
+    "Raise `DivergenceError` when `total` exceeds `diverge_factor` times the median of the last 100 totals."
+    c, h = self.cfg, self.loss_hist
+    if c.diverge_factor and len(h) and total > c.diverge_factor * (med := sorted(h)[len(h) // 2]):
+        last = f'iteration {self.last_ckpt} in {self.out/"state.pt"}' if self.last_ckpt else 'none'
+        raise DivergenceError(f'the total loss {total:.4g} at iteration {it} is over {c.diverge_factor:g}x its running median '
+                              f'{med:.4g}: the run diverges (learning rate {self.opt.param_groups[0]["lr"]:g}); stopped before '
+                              f'the optimiser step (last checkpoint: {last}); set diverge_factor=0 to train on regardless')
+    h.append(total); del h[:-100]
 
 # %% ../nbs/06_distill.ipynb #a82541a5
 TINY_SWINIR = dict(type='SwinIR', img_size=16, window_size=4, embed_dim=12, depths=[1], num_heads=[1], mlp_ratio=2,
@@ -524,7 +546,7 @@ def state_dict(self:Distiller)->dict:
                 student=cpu(self.student), ema=cpu(self.ema), history=cpu(self.history),
                 ema_extra={str(d): cpu(m) for d, m in self.ema_extra.items()},
                 opt=self.opt.state_dict(), sched=self.sched.state_dict(), rng=self._rng_state(),
-                refreshes=list(self.refreshes), world=self.world, config=c.to_dict())
+                refreshes=list(self.refreshes), loss_hist=list(self.loss_hist), world=self.world, config=c.to_dict())
 
 @_patch
 def load_state_dict(self:Distiller, st:dict):
@@ -545,10 +567,14 @@ def load_state_dict(self:Distiller, st:dict):
         if self.cuda and 'cuda' in rng[self.rank]: torch.cuda.set_rng_state(rng[self.rank]['cuda'], self.device)
     elif self.rank == 0: warnings.warn(f'checkpoint from {len(rng)} processes, resuming on {self.world}: RNG states reseeded')
     self.it, self.refreshes, self.last_ckpt = int(st['iter']), list(st['refreshes']), int(st['iter'])
+    self.loss_hist = [float(x) for x in st.get('loss_hist', [])]
 
 @_patch
 def save(self:Distiller):
-    "Checkpoint (rank 0 writes, every rank takes part)."
+    "Checkpoint (rank 0 writes, every rank takes part); refuses to overwrite the last one with non-finite weights."
+    bad = [n for n, m in (('student', self.student), ('ema', self.ema)) if not all(torch.isfinite(p).all() for p in m.parameters())]
+    if bad: raise NonFiniteLossError(f"the {' and '.join(bad)} weights are not finite at iteration {self.it}: not saved over "
+                                     f'{self.out/"state.pt"} (last checkpoint: iteration {self.last_ckpt})')
     st = self.state_dict()   # collective (RNG states) on every rank
     if self.rank == 0:
         save_state(self.out/'state.pt', st)
@@ -569,8 +595,6 @@ def _write_refreshes(self:Distiller):
 @torch.no_grad()
 def validate(self:Distiller, net:nn.Module|None=None)->dict:
     "Mean Y-PSNR/SSIM of `net` (default: the EMA student) on the validation folder."
-    from dckd.data import PairedImageDataset
-    from dckd.metrics import calculate_psnr_pt, calculate_ssim_pt
     c, net = self.cfg, (net if net is not None else self.ema)
     if getattr(self, '_val', None) is None:
         self._val = PairedImageDataset(c.val_hr, c.val_lr, scale=c.scale, phase='val', filename_tmpl=c.filename_tmpl)
@@ -631,12 +655,17 @@ class _Skip:
     def __len__(self): return len(self.bs) - self.n
 
 # %% ../nbs/06_distill.ipynb #7914ff69
+def _read_metrics(path:Path, it:int)->dict:
+    "The `metrics.json` a finished run wrote at iteration `it` ({} if absent or from another iteration)."
+    try: d = json.loads(path.read_text())
+    except (OSError, ValueError): return {}
+    return d if isinstance(d, dict) and d.get('iter') == it else {}
+
 @_patch
 def fit(self:Distiller, on_step:Callable|None=None)->dict:
     "Run (or resume) the distillation to `cfg.iters`; returns the final metrics."
     from torch.utils.data import DataLoader, BatchSampler
     from torch.utils.data.distributed import DistributedSampler
-    from dckd.data import PairedImageDataset
     c, out, r0 = self.cfg, self.out, self.rank == 0
     if c.train_hr is None: raise ConfigError("config key 'train_hr': a folder of training images is needed to fit")
     ds = PairedImageDataset(c.train_hr, c.train_lr, scale=c.scale, phase='train', gt_size=c.gt_size, seed=c.seed,
@@ -653,13 +682,16 @@ def fit(self:Distiller, on_step:Callable|None=None)->dict:
         atomic_write_text(out/'config.yaml', yaml.safe_dump(c.to_dict(), sort_keys=False))
     log = _Logger(out, c.resume, self.it) if r0 else None
     bar = tqdm(total=c.iters, initial=self.it, disable=not (r0 and c.progress), desc='distill', dynamic_ncols=True)
-    logs, metrics = {}, {}
+    logs, metrics, resumed_done = {}, {}, self.it >= c.iters
     try:
         while self.it < c.iters:
             self.epoch, self.pos = divmod(self.it, ipe)
             sampler.set_epoch(self.epoch); ds.set_epoch(self.epoch)
             bs = _Skip(BatchSampler(sampler, c.batch // self.world, drop_last=True), self.pos)
-            for b in DataLoader(ds, batch_sampler=bs, num_workers=c.num_workers, pin_memory=self.cuda):
+            if self.pos == 0: torch.empty((), dtype=torch.int64).random_()   # the draw a DataLoader used to take, see above
+            dl = DataLoader(ds, batch_sampler=bs, num_workers=c.num_workers, pin_memory=self.cuda,
+                            generator=torch.Generator().manual_seed(c.seed * 100003 + self.epoch))   # not the global RNG
+            for b in dl:
                 it = self.it + 1
                 logs = self.train_step(b['lq'], b['gt'], it)
                 self.it, self.pos = it, self.pos + 1
@@ -671,10 +703,14 @@ def fit(self:Distiller, on_step:Callable|None=None)->dict:
                 if on_step is not None: on_step(it, logs)
                 if self.it >= c.iters: break
         if self.last_ckpt != self.it: self.save()
-        if c.val_hr and 'val/psnr' not in metrics.get(self.it, {}): self._val_log(log, self.it, metrics)
+        if c.val_hr and 'val/psnr' not in metrics.get(self.it, {}):
+            done = _read_metrics(out/'metrics.json', self.it) if self.rank == 0 and resumed_done else {}
+            if 'val/psnr' in done: metrics[self.it] = {k: v for k, v in done.items() if k.startswith('val/')}  # not logged twice
+            else: self._val_log(log, self.it, metrics)
     finally:
         bar.close()
         if log is not None: log.close()
+    if resumed_done and not logs and r0: logs = _read_metrics(out/'metrics.json', self.it)   # a finished run, asked again
     res = dict(iter=self.it, **{k: v for k, v in logs.items() if k.startswith('train/')}, **metrics.get(self.it, {}))
     if r0: atomic_write_text(out/'metrics.json', json.dumps(res, indent=1))
     return res
@@ -725,6 +761,10 @@ def distill_cli(argv:list|None=None)->dict:
     if int(os.environ.get('RANK', 0)) == 0: print(json.dumps(res))
     return res
 
+def distill_main(argv:list|None=None)->int:
+    "The `dckd_distill` console script: `distill_cli`, exit status 0 on success (the results go to stdout)."
+    distill_cli(argv); return 0
+
 # %% ../nbs/06_distill.ipynb #5b35328b
 #| eval: false
-if __name__ == '__main__' and 'ipykernel' not in sys.modules: distill_cli()
+if __name__ == '__main__' and 'ipykernel' not in sys.modules: sys.exit(distill_main())

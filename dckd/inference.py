@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_inference.ipynb #14787019
 from __future__ import annotations
-import argparse, copy, itertools, json, sys, warnings
+import argparse, contextlib, copy, itertools, json, sys, tempfile, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -153,9 +153,35 @@ def read_arch_config(spec:str, # a JSON/YAML file, or an inline JSON/YAML dict
         raise ValueError(f"arch config {spec!r} must be a dict with a 'type' key (BasicSR network_g style), got {cfg!r}")
     return cfg
 
+# %% ../nbs/08_inference.ipynb #b7b7dadf
+def _clashes(jobs:list[tuple[Path, Path]], # (input, output) pairs
+            )->str|None:                  # what is wrong, or None
+    "Outputs that two inputs would both write, and outputs that would overwrite their own input."
+    by_dst = {}
+    for f, dst in jobs: by_dst.setdefault(dst.resolve(), []).append(f)
+    lines = [f'{" and ".join(map(str, fs))} would {"both" if len(fs) == 2 else "all"} be written to {d}' for d, fs in by_dst.items() if len(fs) > 1]
+    lines += [f'the output for {f} would overwrite it' for f, dst in jobs if dst.resolve() == Path(f).resolve()]
+    if lines: return ('output name clash, nothing was upscaled:\n  ' + '\n  '.join(lines) + '\n  (rename the inputs, '
+                      'upscale them into different output folders, or choose another --suffix)')
+
+def _outdir_problem(out:Path)->str|None:
+    "Why results cannot be written to `out` (created if missing, tried with a temporary file), or None."
+    made = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix='.dckd_upscale.', suffix='.tmp'): pass
+        return None
+    except OSError as e:
+        if made and out.is_dir():
+            with contextlib.suppress(OSError): out.rmdir()
+        block = next((p for p in (out, *out.parents) if p.exists()), None)
+        why = (f'{block} is a file, not a folder' if block is not None and not block.is_dir()
+               else e.strerror or str(e))
+        return f'cannot write to the output folder {out}: {why}; nothing was upscaled'
+
 # %% ../nbs/08_inference.ipynb #76b8e490
 def upscale_cli(argv:list[str]|None=None, # command-line arguments (default: sys.argv[1:])
-               )->int:                    # exit status: 0 all written, 1 some images failed, 2 bad arguments/weights
+               )->int:                    # exit status: 0 all written, 1 some images failed, 2 nothing done (arguments, weights, output names or folder)
     "`dckd_upscale`: upscale an image or a folder of images with a network and its weights."
     p = argparse.ArgumentParser(prog='dckd_upscale', description='Upscale an image or a folder of images with an SR '
                                 'network (dckd.archs config) and its weights; writes PNGs.')
@@ -186,11 +212,12 @@ def upscale_cli(argv:list[str]|None=None, # command-line arguments (default: sys
         print(f'dckd_upscale: error: {e}', file=sys.stderr); return 2
     s = model_scale(net)
     suffix = f'_x{s}' if a.suffix is None else a.suffix
+    jobs = [(f, out / f'{Path(f).stem}{suffix}.png') for f in files]
+    if why := _clashes(jobs) or _outdir_problem(out):   # found before any image is upscaled
+        print(f'dckd_upscale: error: {why}', file=sys.stderr); return 2
     failed = []
-    for f in tqdm(files, desc='images', unit='img', disable=len(files) < 2):
-        dst = out / f'{Path(f).stem}{suffix}.png'
+    for f, dst in tqdm(jobs, desc='images', unit='img', disable=len(files) < 2):
         try:
-            if dst.resolve() == Path(f).resolve(): raise ValueError('output would overwrite the input (use --suffix)')
             imwrite(dst, upscale(net, imread(f), scale=s, tile=a.tile, overlap=a.overlap, amp=not a.no_amp,
                                  batch_tiles=a.batch_tiles))
         except Exception as e:  # one bad image must not stop the others

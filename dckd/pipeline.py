@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_pipeline.ipynb #642c8463
 from __future__ import annotations
-import json, shutil
+import contextlib, json, os, shutil
 from dataclasses import fields
 from pathlib import Path
 import numpy as np
@@ -13,8 +13,8 @@ from .data import imread, imwrite, imresize, mod_crop, list_images, extract_subi
 
 # %% auto #0
 __all__ = ['DEFAULT_TRAIN', 'DEFAULT_VAL', 'VARIANTS', 'skimage_image', 'write_default_data', 'prepare_split', 'holdout_split',
-           'write_json', 'variant_switches', 'demo_prepared', 'lr_folder', 'bicubic_net', 'evaluate_net',
-           'load_run_net', 'reset_if_changed']
+           'write_json', 'variant_switches', 'check_params', 'check_params_file', 'check_workspace', 'demo_prepared',
+           'lr_folder', 'bicubic_net', 'evaluate_net', 'load_run_net', 'reset_if_changed', 'fresh_run']
 
 # %% ../nbs/09_pipeline.ipynb #5426a3e6
 DEFAULT_TRAIN = ('chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry',
@@ -125,6 +125,65 @@ def variant_switches(name:str, # a key of `VARIANTS`
         v = {k: (x(base) if callable(x) else x) for k, x in v.items()}
     return v
 
+# %% ../nbs/09_pipeline.ipynb #2353a5b8
+def check_params(params:dict, # the parsed params.yaml
+                )->dict:      # {'ok': True, 'variants': [...]} when every stage's configuration is valid
+    "Validate the configurations the pipeline's stages will build; raise `ConfigError` listing every problem."
+    from dckd.distill import DistillConfig, ConfigError, _arch
+    from dckd.archs import check_arch
+    errs, scale = [], (params.get('base') or {}).get('scale', 2)
+    def arch_ok(where, d):
+        try: check_arch(_arch(d, None, scale, where))
+        except (ConfigError, TypeError, ValueError) as e: errs.append(f'{where}: {e}')
+    def cfg_ok(where, d):
+        try:
+            c = DistillConfig.from_dict(d)
+            if c.student is not None: arch_ok(f'{where}.student', c.student)
+        except (ConfigError, TypeError, ValueError) as e: errs.append(f'{where}: {e}')
+    t = dict(params.get('teacher') or {})
+    arch_ok('teacher.arch', t.get('arch'))
+    if t.get('weights'):
+        from dckd.checkpoint import _name_scale
+        if not Path(t['weights']).is_file(): errs.append(f"teacher.weights: {t['weights']} is not a file")
+        elif (s := _name_scale(Path(t['weights']))) and s != scale and not t.get('allow_scale_mismatch'):
+            errs.append(f"teacher.weights: {t['weights']} is named for scale {s}, base.scale is {scale} "
+                        '(teacher.allow_scale_mismatch: true if the name is wrong)')
+    else: cfg_ok('teacher', {k: v for k, v in t.items() if k not in ('weights', 'key', 'arch', 'allow_scale_mismatch')})
+    d = dict(params.get('distill') or {})
+    cfg_ok('distill', {**d, 'scale': scale})
+    ab = params.get('ablation') or {}
+    variants, knobs = list(ab.get('variants') or []), {**d, **(ab.get('budget') or {})}
+    if bad := [v for v in variants if v not in VARIANTS]:
+        errs.append(f"ablation.variants: unknown {', '.join(map(repr, bad))}; variants: {', '.join(VARIANTS)}")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in ab.get('seeds') or []):
+        errs.append(f"ablation.seeds: expected non-negative integers, got {ab.get('seeds')}")
+    for v in variants:
+        if v in VARIANTS:
+            try: cfg_ok(f'ablation variant {v!r}', {**knobs, 'scale': scale, **variant_switches(v, knobs)})
+            except (ConfigError, TypeError, ValueError) as e: errs.append(f'ablation variant {v!r}: {e}')
+    if errs: raise ConfigError('params.yaml is not valid; nothing was run:\n- ' + '\n- '.join(errs))
+    return dict(ok=True, variants=variants)
+
+def check_params_file(path:str|Path='params.yaml', # the pipeline's parameters
+                      out:str|Path|None=None,      # write {'ok': true, ...} here when valid
+                     )->dict:
+    "`check_params` of a YAML file (the `check` stage)."
+    import yaml
+    res = check_params(yaml.safe_load(Path(path).read_text()) or {})
+    if out is not None: write_json(out, dict(ok=True))   # the same bytes whenever valid: later stages are not invalidated
+    return res
+
+def check_workspace(cwd:str|Path|None=None, # the stage's working directory (default: the current one)
+                   )->Path:                  # the folder `dckd` is imported from
+    "Stop when a stage runs in a checkout that has its own `dckd/` but Python imports the package of another one."
+    import dckd
+    here, got = Path(cwd or os.getcwd()).resolve(), Path(dckd.__file__).resolve().parent
+    if (here/'dvc.yaml').is_file() and (here/'dckd'/'__init__.py').is_file() and got != here/'dckd':
+        raise ImportError(f'this stage runs in {here} but Python imports dckd from {got}, another checkout: DVC would '
+                          f'record the code of {here/"dckd"} while running that one. Run `pip install -e {here}` '
+                          f'(or set PYTHONPATH={here}) and repeat.')
+    return got
+
 # %% ../nbs/09_pipeline.ipynb #049a210d
 def demo_prepared(out_dir:str|Path, scale:int=2, size:int=96)->Path:
     "A tiny prepared data set (train/ and val/ with HR and LR/X{scale}) from scikit-image's images."
@@ -195,6 +254,9 @@ def load_run_net(run_dir:str|Path, # a distillation run's out_dir (config.yaml, 
 # %% ../nbs/09_pipeline.ipynb #2cf50d7d
 _BOOKKEEPING = ('resume', 'progress', 'log_every', 'val_every', 'ckpt_every', 'num_workers', 'device', 'grad_every')
 
+def _diff(new:dict, prev:dict)->list:
+    return sorted(k for k in set(new) | set(prev) if k not in _BOOKKEEPING and new.get(k) != prev.get(k))
+
 def reset_if_changed(out_dir:str|Path, # a run folder (may not exist)
                      cfg:dict, # the configuration about to run
                     )->bool: # True when an old, different run was removed
@@ -205,7 +267,44 @@ def reset_if_changed(out_dir:str|Path, # a run folder (may not exist)
     if not old.is_file(): return False
     new = DistillConfig.from_dict(cfg).to_dict()
     prev = yaml.safe_load(old.read_text())
-    diff = sorted(k for k in set(new) | set(prev) if k not in _BOOKKEEPING and new.get(k) != prev.get(k))
+    diff = _diff(new, prev)
     if not diff: return False
     print(f'{out}: previous run differs in {", ".join(diff)}; starting afresh')
     shutil.rmtree(out); return True
+
+def _config_of(run:Path)->dict|None:
+    import yaml
+    f = run/'config.yaml'
+    return yaml.safe_load(f.read_text()) if f.is_file() else None
+
+def _same(cfg:dict, prev:dict|None)->bool:
+    return prev is not None and not [k for k in set(cfg) | set(prev) if k not in _BOOKKEEPING and cfg.get(k) != prev.get(k)]
+
+@contextlib.contextmanager
+def fresh_run(out_dir:str|Path, # the run folder of a stage (may not exist)
+              cfg:dict,          # the configuration about to run (validated here first)
+             ):
+    "Run `cfg` in `out_dir`, resuming the same run; a different old run is moved aside and restored if the new one fails."
+    from dckd.distill import DistillConfig
+    out = Path(out_dir); new = DistillConfig.from_dict(cfg).to_dict()   # bad values fail before anything moves
+    aside = out.parent/'.replaced'/out.name
+    if aside.exists():   # an earlier replacement was interrupted
+        if _same(new, _config_of(out)): pass                          # ... and is being resumed
+        else:
+            if out.exists(): shutil.rmtree(out)                          # a new run that never finished
+            if _same(new, _config_of(aside)): aside.rename(out)          # the old run is wanted again
+    if out.exists() and not _same(new, _config_of(out)):
+        if aside.exists() or _config_of(out) is None: shutil.rmtree(out)   # an unfinished or empty attempt
+        else:
+            print(f'{out}: previous run differs in {", ".join(_diff(new, _config_of(out)))}; moved aside to {aside} until this one finishes')
+            aside.parent.mkdir(parents=True, exist_ok=True); out.rename(aside)
+    try: yield out
+    except BaseException:
+        if aside.exists():
+            if out.exists(): shutil.rmtree(out)
+            aside.rename(out); print(f'{out}: the new run failed; the previous run is back in place')
+        raise
+    else:
+        if aside.exists(): shutil.rmtree(aside)
+    finally:
+        if aside.parent.exists() and not any(aside.parent.iterdir()): aside.parent.rmdir()

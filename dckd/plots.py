@@ -17,8 +17,8 @@ from .losses import DCR_WEIGHTS
 
 # %% auto #0
 __all__ = ['read_live', 'read_refreshes', 'synthetic_run', 'contrastive_state', 'training_curves', 'gradient_share', 'code_stats',
-           'code_maps', 'ablation_table', 'format_table', 'ablation_chart', 'pick_box', 'panel_psnr', 'visual_crops',
-           'sr_panels']
+           'code_maps', 'ablation_table', 'format_table', 'ablation_chart', 'paired_deltas', 'delta_chart', 'pick_box',
+           'panel_psnr', 'visual_crops', 'sr_panels']
 
 # %% ../nbs/10_plots.ipynb #7524bb39
 def _fig(w:float, h:float):
@@ -501,6 +501,54 @@ def ablation_chart(table:list,   # `ablation_table` output
         ax.set_title(f"{st + ': ' if st else ''}gain over {ref} ({r0['psnr']:.2f} dB), mean ± std over seeds", fontsize=10)
         ax.margins(y=0.2)
         if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=8, loc='upper left')
+    return _save(fig, path)
+
+# %% ../nbs/10_plots.ipynb #7a0bdafc
+def paired_deltas(rows:list,     # dicts {variant, seed, psnr, ssim[, set]}
+                  a:str,         # the variant measured
+                  b:str,         # the variant it is measured against
+                  set:str|None=None, # the benchmark set (rows without 'set' match None)
+                  key:str='psnr',
+                 )->dict:        # {seeds, deltas, mean, std, beyond}
+    "Per-seed differences a - b (seeds both have), their mean, std (ddof 1) and whether they are beyond the seed spread."
+    get = lambda v: {r['seed']: float(r[key]) for r in rows if r['variant'] == v and r.get('set') == set}
+    ra, rb = get(a), get(b)
+    seeds = sorted(sd for sd in ra if sd in rb)
+    if not seeds: raise ValueError(f'no seed has both {a!r} and {b!r} on set {set!r}; variants there: '
+                                   f"{sorted({r['variant'] for r in rows if r.get('set') == set})}")
+    d = np.array([ra[s] - rb[s] for s in seeds])
+    m, s = _mean_std(d)
+    beyond = len(d) > 1 and (np.all(d > 0) or np.all(d < 0)) and abs(m) > s
+    return dict(seeds=seeds, deltas=d.tolist(), mean=m, std=s, beyond=bool(beyond))
+
+def delta_chart(rows:list,       # dicts {variant, seed, psnr, ssim, set}
+                variants:list,   # variants to draw, top to bottom
+                ref:str='kd',    # what each is measured against
+                sets:tuple=('val', 'Set5'), # one panel each
+                path:str|Path|None=None, # write a PNG here
+                title:str='',
+               ):                # matplotlib Figure
+    "Seaborn strip chart of per-seed PSNR differences to `ref`, with the mean ± std, one panel per set."
+    import pandas as pd, seaborn as sns
+    recs = []
+    for st in sets:
+        for v in variants:
+            r = paired_deltas(rows, v, ref, st)
+            recs += [dict(set=st, variant=v, seed=s, delta=x, beyond=r['beyond']) for s, x in zip(r['seeds'], r['deltas'])]
+    df = pd.DataFrame(recs)
+    fig = _fig(4.2 * len(sets) + 1, 0.42 * len(variants) + 1.4)
+    axs = np.atleast_1d(fig.subplots(1, len(sets), sharey=True))
+    for ax, st in zip(axs, sets):
+        d = df[df.set == st]
+        sns.pointplot(data=d, x='delta', y='variant', order=variants, errorbar='sd', linestyle='none', color='0.2',
+                      markers='|', markersize=14, capsize=0.25, err_kws=dict(linewidth=1.2), ax=ax)
+        sns.stripplot(data=d, x='delta', y='variant', order=variants, hue='seed', palette='deep', size=5, jitter=0.12, ax=ax,
+                      legend=ax is axs[-1])
+        ax.axvline(0, color='C3', lw=1, ls='--'); ax.grid(axis='x', alpha=0.3)
+        ax.set_xlabel(f'PSNR − {ref} (dB), paired by seed'); ax.set_ylabel(''); ax.set_title(st, fontsize=10)
+        for i, v in enumerate(variants):
+            if d[d.variant == v].beyond.any(): ax.annotate('*', (1.0, i), xycoords=('axes fraction', 'data'), ha='right', va='center')
+    fig.suptitle(title or f'Paired differences to {ref}: dots are seeds, bars mean ± std (* beyond the seed spread)', fontsize=11)
     return _save(fig, path)
 
 # %% ../nbs/10_plots.ipynb #19342f4b

@@ -13,7 +13,7 @@ import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from einops import rearrange, einsum
-from .core import atomic_path
+from .checkpoint import _clean, _refused, _save, _short, _torch_load
 
 # %% auto #0
 __all__ = ['F16_DDCONFIG', 'VQOut', 'ResnetBlock', 'AttnBlock', 'Downsample', 'Upsample', 'Encoder', 'sq_dist', 'Codebook',
@@ -222,6 +222,11 @@ class LoadReport:
                 f'ignored {sum(self.ignored.values())} ({f(self.ignored)})')
     __str__ = __repr__
 
+_PL_ADVICE = ("pytorch-lightning checkpoints (like taming's .ckpt) pickle Python objects (hyper-parameters, callbacks) "
+              "beside the weights. If the file comes from a source you trust, save the tensors under ['state_dict'] "
+              "as a plain state dict with trusted code (such as the taming code that wrote it) and pass that file, "
+              "or the dict, to load_taming")
+
 def _read_state_dict(src)->tuple[Mapping, str]:
     if not isinstance(src, (str, Path)): obj, name = src, '<state dict>'
     else:
@@ -229,13 +234,8 @@ def _read_state_dict(src)->tuple[Mapping, str]:
         if not p.is_file(): raise FileNotFoundError(f'{p}: no such VQGAN checkpoint')
         try: obj = torch.load(p, map_location='cpu', weights_only=True)
         except pickle.UnpicklingError as e:
-            raise TamingLoadError(
-                f"{p}: torch.load(weights_only=True) refused this file ({str(e).splitlines()[0]}). "
-                "pytorch-lightning checkpoints (like taming's .ckpt) can pickle Python objects (hyper-parameters, "
-                "callbacks) and dckd will not unpickle arbitrary code. If you trust the file, extract its weights once:\n"
-                f"    sd = torch.load({str(p)!r}, map_location='cpu', weights_only=False)['state_dict']\n"
-                "    torch.save(sd, 'vqgan_f16_1024_state_dict.pt')\n"
-                "then pass that file (or the dict) to load_taming.") from e
+            raise TamingLoadError(_refused(p, e, 'VQGAN checkpoint', _PL_ADVICE)
+                                  or f'{p}: not a readable torch checkpoint ({_short(e)})') from _clean(e)
     if isinstance(obj, Mapping) and isinstance(obj.get('state_dict'), Mapping): obj = obj['state_dict']
     if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):
         raise TamingLoadError(f'{name}: expected a state dict (key -> tensor) or a dict with one under "state_dict"')
@@ -467,13 +467,11 @@ def save_vq(path:str|Path, # destination file
             config:dict|None=None, # constructor arguments (default: `model.config`)
            )->Path:
     "Save a VQAutoencoder's config and weights (atomic write)."
-    obj = {'config': dict(default(config, model.config)), 'state_dict': model.state_dict()}
-    with atomic_path(path) as tmp: torch.save(obj, tmp)
-    return Path(path)
+    return _save(path, {'config': dict(default(config, model.config)), 'state_dict': model.state_dict()})
 
 def load_vq(path:str|Path)->VQAutoencoder:
     "Rebuild a VQAutoencoder saved by `save_vq` (eval mode)."
-    obj = torch.load(path, map_location='cpu', weights_only=True)
+    obj = _torch_load(Path(path))   # every failure a CheckpointError (a ValueError) naming the file
     if not (isinstance(obj, Mapping) and {'config', 'state_dict'} <= set(obj)):
         raise ValueError(f"{path}: expected a file written by save_vq (a dict with 'config' and 'state_dict')")
     m = VQAutoencoder(**obj['config'])

@@ -73,10 +73,11 @@ def test_pan_x4_into_x2_and_back(shared):
     assert '6 missing' in str(e.value) and 'HRconv2.weight' in str(e.value) and 'looks like scale 2' in str(e.value)
 
 
-def test_pan_x3_into_x2_warns(shared):
-    # x2 and x3 PAN have identical keys and shapes: only the file name tells them apart
+def test_pan_x3_into_x2_refused(shared):
+    # x2 and x3 PAN have identical keys and shapes: only the file name tells them apart; an error unless allowed
     f3 = shared/'weights'/'PANx3_DF2K.pth'
-    with pytest.warns(UserWarning, match='scale 3'): load_weights(PAN(scale=2), f3)
+    with pytest.raises(CheckpointError, match='scale 3'): load_weights(PAN(scale=2), f3)
+    with pytest.warns(UserWarning, match='scale 3'): load_weights(PAN(scale=2), f3, allow_scale_mismatch=True)
 
 
 @pytest.mark.parametrize('s_ck,s_net,frag', [(3, 2, 'upsample.0.weight (576, 64, 3, 3) vs (256, 64, 3, 3)'),
