@@ -157,6 +157,10 @@ def check_params(params:dict, # the parsed params.yaml
         errs.append(f"ablation.variants: unknown {', '.join(map(repr, bad))}; variants: {', '.join(VARIANTS)}")
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in ab.get('seeds') or []):
         errs.append(f"ablation.seeds: expected non-negative integers, got {ab.get('seeds')}")
+    seed = (params.get('base') or {}).get('seed', 0)
+    if 'dckd' not in variants or seed not in (ab.get('seeds') or []):   # the report's figures show that run
+        errs.append(f"ablation: the report shows the full DCKD run of base.seed={seed}, so ablation.variants must include "
+                    f"'dckd' and ablation.seeds {seed} (variants {variants}, seeds {ab.get('seeds')})")
     for v in variants:
         if v in VARIANTS:
             try: cfg_ok(f'ablation variant {v!r}', {**knobs, 'scale': scale, **variant_switches(v, knobs)})

@@ -32,7 +32,7 @@ dvc exp run -n "${EXP_NAME:-pan-x2-k$K}" \
   -S "distill.history_steps=[$((25 * K)), $((50 * K)), $((75 * K))]" -S distill.history_period=$((100 * K)) \
   -S distill.val_every=$((100 * K)) -S distill.ckpt_every=$((100 * K)) -S distill.log_every=$((10 * K)) \
   -S 'ablation.variants=[scratch, kd, kd_lcr, kd_dcr, kd_dmm, dckd, dckd_official_ce]' -S 'ablation.seeds=[0, 1, 2]' \
-  -S "ablation.budget={iters: $n, milestones: [$((280 * K)), $((360 * K))], val_every: 0, ckpt_every: $((100 * K))}" \
+  -S "++ablation.budget={iters: $n, milestones: [$((280 * K)), $((360 * K))], val_every: 0, ckpt_every: $((100 * K))}" \
   -S "++evaluate.sets.Set5=$S/data/Set5" "$@"
 echo "pan_x2.sh: the experiment took $(( ($(date +%s) - start) / 60 )) min"
 if [ -n "$DOCS" ]; then

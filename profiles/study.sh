@@ -10,8 +10,7 @@
 # for validation and the student trains on the other 18; Set5 is the test set, and no choice looks at it.
 # Budget B iterations: the schedule scales with B as in pan_x2.sh (milestones at 0.7B and 0.9B, history refreshes
 # every B/16, B/8, 3B/16 per B/4). Every run also keeps an EMA-0.99 copy (scored as `<variant>@ema0.99`) and logs
-# the gradient share of each loss term every B/20 iterations. The `distill` stage only feeds the report's figures
-# here (a short dckd run); the study reads the ablation runs. Afterwards the table, the scores and every run's
+# the gradient share of each loss term every B/20 iterations. Afterwards the table, the scores and every run's
 # training log are copied to docs/study/b$B/ (DOCS=... to change, DOCS= to skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,9 +29,9 @@ dvc exp run -n "${EXP_NAME:-study-b$B}" \
   -S "teacher.weights=$S/weights/PANx2_DF2K.pth" \
   -S 'teacher.arch={type: PAN, in_nc: 3, out_nc: 3, nf: 40, unf: 24, nb: 16}' \
   -S vqgan.iters=1000 -S vqgan.batch=8 -S vqgan.patch=64 -S vqgan.log_every=50 \
-  -S distill.iters=40 -S distill.batch=8 -S distill.gt_size=64 -S 'distill.milestones=[28, 36]' \
+  -S distill.batch=8 -S distill.gt_size=64 \
   -S "distill.history_steps=[$((25 * K)), $((50 * K)), $((75 * K))]" -S distill.history_period=$((100 * K)) \
-  -S distill.val_every=0 -S distill.ckpt_every=0 -S distill.log_every=$((10 * K)) \
+  -S distill.log_every=$((10 * K)) \
   -S "ablation.variants=$V" -S 'ablation.seeds=[0, 1, 2]' \
   -S "++ablation.budget={iters: $B, milestones: [$((280 * K)), $((360 * K))], val_every: 0, ckpt_every: $((100 * K)), ema_extra: [0.99], grad_every: $((20 * K))}" \
   -S "++evaluate.sets.Set5=$S/data/Set5" "$@"

@@ -47,14 +47,14 @@ def test_main_command_runs_every_stage(repo):
     assert 'dvc repro' in cmd, cmd
     out = run(cmd[cmd.index('dvc pull'):], repo).stdout   # the set-up part (pip installs) is what this process already is
     stages = set(re.findall(r"Running stage '([^']+)'", out))
-    expected = {'prepare', 'teacher', 'vqgan', 'distill', 'evaluate', 'report'} | {f'ablation@{v}-0' for v in VARIANTS}
+    expected = {'check', 'prepare', 'teacher', 'vqgan', 'evaluate', 'report'} | {f'ablation@{v}-0' for v in VARIANTS}
     assert expected <= stages, (expected - stages, out[-3000:])
 
 
 def test_metrics_list_every_variant(repo):
     shown = json.loads(run('dvc metrics show --json', repo).stdout)
     flat = json.dumps(shown)
-    for name in ['bicubic', 'teacher', 'distill'] + [f'ablation/{v}_s0' for v in VARIANTS]:
+    for name in ['bicubic', 'teacher'] + [f'ablation/{v}_s0' for v in VARIANTS]:
         assert f'"{name}"' in flat, name
     m = json.loads((repo / 'results/evaluate/metrics.json').read_text())
     for name, v in m['val'].items():
@@ -82,7 +82,7 @@ def test_changing_one_ablation_budget_key_reruns_only_its_dependents(repo):
         ran = set(re.findall(r"Running stage '([^']+)'", out))
         # the ablation runs rerun; evaluate and report follow once their outputs change; nothing upstream does
         assert ran >= {f'ablation@{v}-0' for v in VARIANTS}, ran
-        assert not ran & {'prepare', 'teacher', 'vqgan', 'distill'}, ran
+        assert not ran & {'prepare', 'teacher', 'vqgan'}, ran
     finally:
         (repo / 'params.yaml').write_text(TINY['params'])
 
