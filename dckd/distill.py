@@ -89,6 +89,7 @@ class DistillConfig:
     fuse_frozen:bool = False           # one encoder call for the teacher output and the negatives (slower on CPU)
     fuse_teacher:bool|None = None      # one teacher call for lq and the lcr input (None: on; False: two calls)
     frozen_bf16:bool|None = None       # teacher and history in bf16 autocast (None: on CUDA and on CPUs with native bf16)
+    feat_bf16:bool = False             # VQGAN features under bf16 autocast on CUDA (default: float32, as on a CPU)
     grad_every:int = 0                 # gradient-share diagnostics every N iterations (0: off)
     seed:int = 0                       # seeds init, data, negatives, masks
     out_dir:str = '_out/distill'       # state.pt, models/, live/, config.yaml
@@ -387,6 +388,7 @@ def train_step(self:Distiller,
     cl = lambda x: x.contiguous(memory_format=torch.channels_last)   # VQGAN inputs
     lq, gt = lq.to(dev, non_blocking=True, **fmt), gt.to(dev, non_blocking=True)
     ac, fz = _autocast(self.cuda), _autocast(self.frozen_bf16, dev.type)   # fz: teacher and history
+    fa = _autocast(self.cuda and c.feat_bf16)   # VQGAN features: float32 unless asked (bf16 moves them by 0.5-2.5 %)
     self.net.train()
     with ac: s = self.net(lq)
     s = s.float()
@@ -406,7 +408,7 @@ def train_step(self:Distiller,
             if c.use_dcr:   # neg_net 'teacher': static negatives, the teacher on the degraded copies (T(lq) is the positive)
                 neg_net, negs = (self.history, negs) if c.neg_net == 'history' else (self.teacher, negs[1:])
                 hn = neg_net(rearrange(negs, 'n b c h w -> (n b) c h w').contiguous(**fmt)).float()
-    with torch.no_grad(), ac:
+    with torch.no_grad(), fa:
         if need_e:
             if c.use_dcr and c.fuse_frozen:
                 f, lt = self.vq.features(cl(torch.cat([t, hn])), logits=c.use_dmm)
@@ -417,7 +419,7 @@ def train_step(self:Distiller,
                 fn = ([rearrange(x, '(n b) ... -> n b ...', b=B) for x in self.vq.features(cl(hn), logits=False)[0]]
                       if c.use_dcr else None)
     if need_e:
-        with ac: fs, ls = self.vq.features(cl(s), logits=c.use_dmm)
+        with fa: fs, ls = self.vq.features(cl(s), logits=c.use_dmm)
     terms, st = {}, None
     if c.use_pix: terms['pix'] = pixel_loss(s, gt)
     if c.use_kd: terms['kd'] = kd_loss(s, t)

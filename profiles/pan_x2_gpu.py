@@ -13,7 +13,10 @@ launches; the runs go as concurrent processes. Each run's EMA student is then sc
 
 Rows are printed and written to `<out>/gpu_rows.json`, each marked with the device it ran on.
 `--summarize A.json [B.json ...]` turns such files into one markdown table (mean ± std over seeds, PSNR gains over
-`kd` paired by seed), labelling the runs of each file after it (`--labels`) and listing the iterations reached.
+`kd` paired by seed), labelling the runs of each file after it (`--labels`) and listing the iterations reached; it refuses runs that stopped short of their planned iterations or
+at different counts. A run stopped by `--deadline` saves a checkpoint: the same command again resumes it (the run
+folders keep their configuration), so a budget larger than one call finishes over several calls. The VQGAN features
+are float32 on the GPU too (the trainer's `feat_bf16=False`), as on the CPU.
 """
 from __future__ import annotations
 import argparse, json, os, subprocess, sys, time
@@ -30,7 +33,7 @@ def scaled_config(cfg:dict, factor:float, out_dir:str, device:str='cuda')->dict:
         if c.get(k): c[k] = max(1, round(int(c[k]) * factor))
     for k in ITER_LISTS:
         if c.get(k) is not None: c[k] = [max(1, round(int(v) * factor)) for v in c[k]]
-    c.update(out_dir=out_dir, device=device, val_every=0, resume=False, progress=False, num_workers=0)
+    c.update(out_dir=out_dir, device=device, val_every=0, resume=True, progress=False, num_workers=0)   # a later call resumes
     return c
 
 
@@ -42,10 +45,7 @@ def child(cfg_path:str, set5:str, stop_at:float)->dict:
     import torch, yaml
     from dckd.distill import Distiller
     from dckd.pipeline import load_run_net, evaluate_net
-    import functools, dckd.data
-    read = functools.lru_cache(maxsize=None)(dckd.data.imread)   # decode each training image once, not every step
-    dckd.data.imread = lambda p: read(str(p)).copy()
-    cfg = yaml.safe_load(Path(cfg_path).read_text())
+    cfg = yaml.safe_load(Path(cfg_path).read_text())   # (the dataset keeps the decoded images in memory)
     t0 = time.time()
     d = Distiller(cfg)
     def guard(it, logs):
@@ -66,6 +66,11 @@ def summarize(files:list, labels:list|None=None)->str:
     "Markdown: the rows of several gpu_rows.json files as one ablation table (gains over kd), with the iterations."
     from dckd.plots import ablation_table, format_table
     rows, notes = [], []
+    runs = {(f, n): r for f in files for n, r in json.loads(Path(f).read_text())['runs'].items() if 'error' not in r}
+    short = [f'{n} ({f}): {r["iters"]}/{r["planned"]}' for (f, n), r in runs.items() if r['iters'] != r['planned']]
+    if short or len({r['iters'] for r in runs.values()}) > 1:
+        sys.exit('refusing to compare runs stopped at different iteration counts (rerun the same command: unfinished runs '
+                 'resume from their checkpoints):\n  ' + '\n  '.join(short or [f'{n} ({f}): {r["iters"]}' for (f, n), r in runs.items()]))
     for i, f in enumerate(files):
         d = json.loads(Path(f).read_text())
         lab = labels[i] if labels else ''
