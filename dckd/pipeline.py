@@ -270,19 +270,23 @@ def reset_if_changed(out_dir:str|Path, # a run folder (may not exist)
     out = Path(out_dir); old = out/'config.yaml'
     if not old.is_file(): return False
     new = DistillConfig.from_dict(cfg).to_dict()
-    prev = yaml.safe_load(old.read_text())
-    diff = _diff(new, prev)
+    diff = _diff(new, _config_of(out))
     if not diff: return False
     print(f'{out}: previous run differs in {", ".join(diff)}; starting afresh')
     shutil.rmtree(out); return True
 
 def _config_of(run:Path)->dict|None:
+    "A run's configuration, completed with today's defaults for keys added since it was written."
     import yaml
+    from dckd.distill import DistillConfig, ConfigError
     f = run/'config.yaml'
-    return yaml.safe_load(f.read_text()) if f.is_file() else None
+    if not f.is_file(): return None
+    d = yaml.safe_load(f.read_text()) or {}
+    try: return DistillConfig.from_dict(d).to_dict()
+    except (ConfigError, TypeError, ValueError): return d   # a key since removed: compared as it is (so: a different run)
 
 def _same(cfg:dict, prev:dict|None)->bool:
-    return prev is not None and not [k for k in set(cfg) | set(prev) if k not in _BOOKKEEPING and cfg.get(k) != prev.get(k)]
+    return prev is not None and not _diff(cfg, prev)
 
 @contextlib.contextmanager
 def fresh_run(out_dir:str|Path, # the run folder of a stage (may not exist)

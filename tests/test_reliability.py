@@ -163,3 +163,20 @@ def test_weights_of_another_scale_fail_the_stage(shared):
     with pytest.raises(ConfigError, match='named for scale 3'): check_params(params)
     params['teacher']['allow_scale_mismatch'] = True
     assert check_params(params)['ok']
+
+def test_evaluate_scores_only_the_runs_of_the_matrix(images, tmp_path):
+    "Run folders of another experiment (another budget, other variants) in the same workspace are not scored."
+    import papermill as pm
+    from dckd.pipeline import demo_prepared, write_json
+    abl = tmp_path/'ablation'
+    for name, v in (('dckd_s0', 'dckd'), ('kd_dcr_w0_s0', 'kd_dcr_w0')):   # the second: left by an earlier experiment
+        res = train(tiny_config(iters=1, train_hr=str(images), out_dir=str(abl/name)))
+        write_json(abl/name/'summary.json', dict(variant=v, seed=0, **res))
+    common = dict(prepared=str(demo_prepared(tmp_path/'prep')), ablation_dir=str(abl), out_dir=str(tmp_path/'ev'))
+    pm.execute_notebook(str(ROOT/'nbs/pipeline/50_evaluate.ipynb'), str(tmp_path/'ev.ipynb'), cwd=str(ROOT), progress_bar=False, kernel_name='python3', language='python',
+                        parameters=dict(common, ablation=dict(variants=['dckd'], seeds=[0])))
+    rows = json.loads((tmp_path/'ev'/'rows.json').read_text())
+    assert {r['variant'] for r in rows} == {'dckd'}
+    with pytest.raises(Exception, match='no finished run for kd_s0'):
+        pm.execute_notebook(str(ROOT/'nbs/pipeline/50_evaluate.ipynb'), str(tmp_path/'ev2.ipynb'), cwd=str(ROOT), progress_bar=False, kernel_name='python3', language='python',
+                            parameters=dict(common, ablation=dict(variants=['dckd', 'kd'], seeds=[0])))
