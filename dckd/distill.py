@@ -706,8 +706,10 @@ def fit(self:Distiller, on_step:Callable|None=None)->dict:
                 if self.it >= c.iters: break
         if self.last_ckpt != self.it: self.save()
         if c.val_hr and 'val/psnr' not in metrics.get(self.it, {}):
-            done = _read_metrics(out/'metrics.json', self.it) if self.rank == 0 and resumed_done else {}
-            if 'val/psnr' in done: metrics[self.it] = {k: v for k, v in done.items() if k.startswith('val/')}  # not logged twice
+            done = _read_metrics(out/'metrics.json', self.it) if r0 and resumed_done else {}
+            skip = ['val/psnr' in done]   # rank 0 decides for every rank (validation waits on a barrier)
+            if self.world > 1: dist.broadcast_object_list(skip, src=0)
+            if skip[0]: metrics[self.it] = {k: v for k, v in done.items() if k.startswith('val/')}  # not logged twice
             else: self._val_log(log, self.it, metrics)
     finally:
         bar.close()

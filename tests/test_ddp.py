@@ -98,3 +98,15 @@ def _initial(tmp):
         warnings.simplefilter('ignore')
         d = Distiller(DistillConfig.from_yaml(tmp / 'single.yaml'))
     return {k: v.detach().clone() for k, v in d.student.state_dict().items()}
+
+
+def test_ddp_finished_run_asked_again_and_diagnostics(setup):
+    "Under torchrun: gradient diagnostics run on every rank; a finished run asked again neither hangs nor validates twice."
+    tmp = setup
+    r0, _ = _torchrun(tmp, 'ddp_again', val_hr=str(tmp / 'hr'), grad_every=1)
+    again, _ = _torchrun(tmp, 'ddp_again', val_hr=str(tmp / 'hr'), grad_every=1)   # resumes at iteration 3: nothing to do
+    assert all(torch.equal(r0[k], again[k]) for k in r0)
+    tsv = tmp / 'ddp_again' / 'live' / 'plots' / 'metrics' / 'val' / 'psnr.tsv'
+    assert len(tsv.read_text().strip().splitlines()) == 2   # header + the one validation at iteration 3 (DVCLive's layout)
+    logged = (tmp / 'ddp_again' / 'live' / 'plots' / 'metrics' / 'grad' / 'pix' / 'cos.tsv')
+    assert len(logged.read_text().strip().splitlines()) == 4   # header + iterations 1, 2, 3
