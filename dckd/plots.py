@@ -284,8 +284,9 @@ def training_curves(lives:dict, # {variant: `read_live` output or a run's out_di
     return _save(fig, path)
 
 # %% ../nbs/10_plots.ipynb #4a50cbfb
-_PART_STYLE = {'pix': ('C0', 'pix'), 'kd': ('C1', 'kd'), 'lcr': ('C4', 'lcr'), 'dcr_pull': ('C2', 'DCR pull ($d_{ap}$)'),
-               'dcr_push': ('C3', 'DCR push ($d_{an}$)'), 'dmm': ('C5', 'DMM')}
+_PART_STYLE = {'ref': ('0.55', 'pix + kd (reference)'), 'pix': ('C0', 'pix'), 'kd': ('C1', 'kd'), 'lcr': ('C4', 'lcr'),
+               'dcr_pull': ('C2', 'DCR pull ($d_{ap}$)'), 'dcr_push': ('C3', 'DCR push ($d_{an}$)'),
+               'dcr': ('k', 'DCR (pull + push)'), 'dmm': ('C5', 'DMM')}
 
 def gradient_share(live:dict|str|Path, # `read_live` output, or a run's out_dir / live folder
                    refreshes=None,     # refresh iterations (default: `read_refreshes` when `live` is a path)
@@ -302,13 +303,15 @@ def gradient_share(live:dict|str|Path, # `read_live` output, or a run's out_dir 
     for k in parts:
         col, lab = _PART_STYLE[k]
         s, v = live[f'grad/{k}/norm']
-        a.plot(s, v, color=col, lw=1.3, marker='.', ms=3, label=lab)
-        if f'grad/{k}/cos' in live: b.plot(*live[f'grad/{k}/cos'], color=col, lw=1.3, marker='.', ms=3)
+        a.plot(s, v, color=col, lw=2.2 if k in ('ref', 'dcr') else 1.3, ls='--' if k == 'dcr' else '-', marker='.', ms=3,
+               label=lab, zorder=3 if k == 'dcr' else 2)
+        if f'grad/{k}/cos' in live: b.plot(*live[f'grad/{k}/cos'], color=col, lw=2.2 if k == 'dcr' else 1.3,
+                                           ls='--' if k == 'dcr' else '-', marker='.', ms=3)
     a.set_yscale('log'); a.set_ylabel('|w ∇ term| on the student'); b.set_ylabel('cos(∇ term, ∇(pix + kd))')
     b.axhline(0, color='0.3', lw=0.8); b.set_ylim(-1.05, 1.05)
     for ax in (a, b): ax.set_xlabel('iteration'); ax.grid(alpha=0.3); _refresh_lines(ax, refreshes, label=ax is b)
     h, l = a.get_legend_handles_labels(); h2, l2 = b.get_legend_handles_labels()
-    fig.legend(h + h2, l + l2, loc='outside lower center', ncols=len(parts) + 1, fontsize=9, frameon=False)
+    fig.legend(h + h2, l + l2, loc='outside lower center', ncols=min(5, len(parts) + 1), fontsize=9, frameon=False)
     fig.suptitle(title or 'Gradient of each loss term on the student', fontsize=12)
     return _save(fig, path)
 
