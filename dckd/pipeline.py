@@ -12,9 +12,10 @@ from .core import atomic_write_text
 from .data import imread, imwrite, imresize, mod_crop, list_images, extract_subimages
 
 # %% auto #0
-__all__ = ['DEFAULT_TRAIN', 'DEFAULT_VAL', 'VARIANTS', 'skimage_image', 'write_default_data', 'prepare_split', 'holdout_split',
-           'write_json', 'variant_switches', 'check_params', 'check_params_file', 'check_workspace', 'demo_prepared',
-           'lr_folder', 'bicubic_net', 'evaluate_net', 'load_run_net', 'reset_if_changed', 'fresh_run']
+__all__ = ['DEFAULT_TRAIN', 'DEFAULT_VAL', 'PAPER_ITERS', 'VARIANTS', 'skimage_image', 'write_default_data', 'prepare_split',
+           'holdout_split', 'write_json', 'budget_dcr_weight', 'variant_switches', 'check_params', 'check_params_file',
+           'check_workspace', 'demo_prepared', 'lr_folder', 'bicubic_net', 'evaluate_net', 'load_run_net',
+           'reset_if_changed', 'fresh_run']
 
 # %% ../nbs/09_pipeline.ipynb #5426a3e6
 DEFAULT_TRAIN = ('chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry',
@@ -88,6 +89,15 @@ def write_json(path:str|Path, obj)->Path:
 _TERMS = ('use_pix', 'use_kd', 'use_lcr', 'use_dcr', 'use_dmm')
 _KD = dict(use_pix=True, use_kd=True, use_lcr=False, use_dcr=False, use_dmm=False)
 _KD_DCR = dict(_KD, use_dcr=True)
+PAPER_ITERS = 250_000   # the paper's budget (METHOD.md), where `dckd_budget` is the paper's setting
+
+def budget_dcr_weight(iters:int, # the run's iteration budget
+                      w:float=0.1, # the paper's DCR weight, reached at `PAPER_ITERS`
+                      alpha:float=0.5, # exponent of the budget fraction
+                     )->float:
+    "The DCR weight of `dckd_budget`: w · min(1, iters / 250k)^alpha (0.004 at 400 iterations, 0.1 from 250k on)."
+    return w * min(1., iters / PAPER_ITERS) ** alpha
+
 VARIANTS = {
     'scratch':          dict(use_pix=True, use_kd=False, use_lcr=False, use_dcr=False, use_dmm=False),
     'kd':               _KD,
@@ -110,6 +120,10 @@ VARIANTS = {
     'kd_dcr_lowlr':     dict(_KD_DCR, lr=lambda k: k['lr'] / 4),
     'kd_dcr_shallow':   dict(_KD_DCR, dcr_weights=[1/32, 1/16, 1/8, 1/4, 0.]),  # H4: levels 0-3 only
     'kd_dcr_deep':      dict(_KD_DCR, dcr_weights=[0., 0., 0., 0., 1.]),        # H4: the deepest level only
+    # budget-aware DCKD (fixed on the study's validation split before the budget curve): all five terms, the DCR
+    # weight grows with the budget as sqrt(iters / 250k) up to the paper's 0.1; everything else is the run's own
+    'dckd_budget':      dict(use_pix=True, use_kd=True, use_lcr=True, use_dcr=True, use_dmm=True,
+                             w_dcr=lambda k: budget_dcr_weight(k['iters'])),
 }
 
 def variant_switches(name:str, # a key of `VARIANTS`
