@@ -180,3 +180,19 @@ def test_evaluate_scores_only_the_runs_of_the_matrix(images, tmp_path):
     with pytest.raises(Exception, match='no finished run for kd_s0'):
         pm.execute_notebook(str(ROOT/'nbs/pipeline/50_evaluate.ipynb'), str(tmp_path/'ev2.ipynb'), cwd=str(ROOT), progress_bar=False, kernel_name='python3', language='python',
                             parameters=dict(common, ablation=dict(variants=['dckd', 'kd'], seeds=[0])))
+
+def test_every_variant_runs_through_the_ablation_notebook(tmp_path):
+    "A variant may set keys the run's own settings also hold (history schedule, lr): the notebook lets the variant win."
+    import papermill as pm
+    from dckd.pipeline import VARIANTS, variant_switches
+    tiny = dict(iters=2, batch=2, gt_size=32, lr=2e-4, milestones=[1], history_steps=[1], history_period=1000, num_neg=2,
+                log_every=1, val_every=0, ckpt_every=0)
+    overlapping = [v for v in VARIANTS if set(variant_switches(v, tiny)) & set(tiny)]
+    assert {'kd_dcr_once', 'kd_dcr_rare', 'kd_lowlr'} <= set(overlapping)   # the case this guards
+    for v in overlapping:
+        out = tmp_path/v
+        pm.execute_notebook(str(ROOT/'nbs/pipeline/40_distill.ipynb'), str(tmp_path/f'{v}.ipynb'), cwd=str(ROOT/'nbs'/'pipeline'),
+                            progress_bar=False, kernel_name='python3', language='python',
+                            parameters=dict(variant=v, budget='ablation', ablation=dict(budget=tiny), out_dir=str(out)))
+        cfg = yaml.safe_load((out/'config.yaml').read_text())
+        for k, x in variant_switches(v, tiny).items(): assert cfg[k] == (list(x) if isinstance(x, tuple) else x), (v, k)
