@@ -479,31 +479,38 @@ def ablation_chart(table:list,   # `ablation_table` output
                    fixed:bool=False, # also draw the fixed rows (bicubic, teacher)
                    path:str|Path|None=None, # write a PNG here
                   ):             # matplotlib Figure
-    "Bar chart of the PSNR gain over `ref` per variant: mean, std over seeds as error bars, seeds as dots."
+    "Seaborn chart of the PSNR gain over `ref` per variant: each seed a point, bars the mean, error bars the std over seeds."
+    import pandas as pd, seaborn as sns
     sets = list(dict.fromkeys(r['set'] for r in table))
     if not sets: raise ValueError('ablation_chart: empty table')
-    fig = _fig(max(4., 1.1*max(sum(r['set'] == s for r in table) for s in sets) + 1.5)*len(sets), 3.8)
+    shown = max(sum(r['set'] == s and (fixed or not r['fixed']) for r in table) for s in sets)
+    fig = _fig(max(4., 1.05*shown + 1.2)*len(sets) + 0.6, 3.8)
     axs = fig.subplots(1, len(sets), squeeze=False)[0]
-    rng = np.random.default_rng(0)
     for ax, st in zip(axs, sets):
         rs = [r for r in table if r['set'] == st]
         r0 = next((r for r in rs if r['variant'] == ref and not r['fixed']), None)
         if r0 is None: raise ValueError(f"ablation_chart: no variant {ref!r} in set {st!r}; variants: {[r['variant'] for r in rs]}")
         rs = [r for r in rs if r is not r0 and (fixed or not r['fixed'])]
-        for i, r in enumerate(rs):
-            g = np.asarray(_gains(r, r0)); m = g.mean()
-            e = g.std(ddof=1) if len(g) > 1 and not r['fixed'] else 0.
-            ax.bar(i, m, 0.6, yerr=None if r['fixed'] else e, capsize=4, color='0.75' if r['fixed'] else f'C{i}', alpha=0.85, edgecolor='k', lw=0.6)
-            if not r['fixed']: ax.plot(i + rng.uniform(-0.12, 0.12, len(g)), g, 'o', ms=4, color='k', alpha=0.7,
-                                       label='single seed' if i == 0 else None)
-            ax.annotate(f'{m:+.3f}', (i, m + (e if m >= 0 else -e)), xytext=(0, 4 if m >= 0 else -12),
-                        textcoords='offset points', ha='center', fontsize=8)
+        labs = [r['variant'] if r['fixed'] else f"{r['variant']}\n(n={r['n']})" for r in rs]
+        df = pd.DataFrame([dict(x=lab, gain=g, seed=str(s), fixed=r['fixed']) for r, lab in zip(rs, labs)
+                           for s, g in zip(r['seeds'] or ['–'], _gains(r, r0))])
+        pal = dict(zip(labs, sns.color_palette('pastel', len(labs))))
+        pal |= {lab: '0.85' for r, lab in zip(rs, labs) if r['fixed']}
+        sns.barplot(data=df, x='x', y='gain', order=labs, hue='x', hue_order=labs, palette=pal, legend=False, errorbar='sd',
+                    capsize=0.25, width=0.6, edgecolor='0.3', linewidth=0.6, err_kws=dict(color='0.15', linewidth=1.2), ax=ax)
+        seeds = df[~df.fixed]
+        if len(seeds): sns.stripplot(data=seeds, x='x', y='gain', order=labs, hue='seed', palette='dark', size=5, jitter=0.12,
+                                     edgecolor='w', linewidth=0.5, ax=ax, legend=ax is axs[-1])
+        for i, lab in enumerate(labs):
+            g = df[df.x == lab].gain; m = g.mean(); e = g.std() if len(g) > 1 else 0.
+            top = max(m + e, g.max()) if m >= 0 else min(m - e, g.min())
+            ax.annotate(f'{m:+.3f}', (i, top), xytext=(0, 4 if m >= 0 else -12), textcoords='offset points', ha='center', fontsize=8)
         ax.axhline(0, color='k', lw=0.9)
-        ax.set_xticks(range(len(rs)), [f"{r['variant']}\n(n={r['n']})" if not r['fixed'] else r['variant'] for r in rs])
-        ax.set_ylabel(f'PSNR gain over {ref} (dB)'); ax.grid(axis='y', alpha=0.3)
-        ax.set_title(f"{st + ': ' if st else ''}gain over {ref} ({r0['psnr']:.2f} dB), mean ± std over seeds", fontsize=10)
+        ax.set_xlabel(''); ax.set_ylabel(f'PSNR gain over {ref} (dB)'); ax.grid(axis='y', alpha=0.3)
+        ax.set_title(f"{st + ': ' if st else ''}gain over {ref} ({r0['psnr']:.2f} dB): seeds, mean ± std", fontsize=10)
         ax.margins(y=0.2)
-        if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=8, loc='upper left')
+        if ax.get_legend() is not None:
+            sns.move_legend(ax, 'upper left', bbox_to_anchor=(1, 1), title='seed', fontsize=8, title_fontsize=8, frameon=False)
     return _save(fig, path)
 
 # %% ../nbs/10_plots.ipynb #7a0bdafc
