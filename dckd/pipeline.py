@@ -89,6 +89,7 @@ def write_json(path:str|Path, obj)->Path:
 _TERMS = ('use_pix', 'use_kd', 'use_lcr', 'use_dcr', 'use_dmm')
 _KD = dict(use_pix=True, use_kd=True, use_lcr=False, use_dcr=False, use_dmm=False)
 _KD_DCR = dict(_KD, use_dcr=True)
+_DCKD = dict(_KD, use_lcr=True, use_dcr=True, use_dmm=True)
 PAPER_ITERS = 250_000   # the paper's budget (METHOD.md), where `dckd_budget` is the paper's setting
 
 def budget_dcr_weight(iters:int, # the run's iteration budget
@@ -104,8 +105,8 @@ VARIANTS = {
     'kd_lcr':           dict(_KD, use_lcr=True),
     'kd_dcr':           _KD_DCR,
     'kd_dmm':           dict(_KD, use_dmm=True),
-    'dckd':             dict(use_pix=True, use_kd=True, use_lcr=True, use_dcr=True, use_dmm=True),
-    'dckd_official_ce': dict(use_pix=True, use_kd=True, use_lcr=True, use_dcr=True, use_dmm=True, reference_ce=True),
+    'dckd':             _DCKD,
+    'dckd_official_ce': dict(_DCKD, reference_ce=True),
     # the study of when DCR helps (nbs/11_study.ipynb): kd_dcr with one change each; a callable is a rule
     # applied to the run's own settings (the `distill` keys after the budget's overrides)
     'kd_dcr_w0':        dict(_KD_DCR, w_dcr=0.),      # H1: DCR computed and logged, no gradient (kd's trajectory)
@@ -122,8 +123,7 @@ VARIANTS = {
     'kd_dcr_deep':      dict(_KD_DCR, dcr_weights=[0., 0., 0., 0., 1.]),        # H4: the deepest level only
     # budget-aware DCKD (fixed on the study's validation split before the budget curve): all five terms, the DCR
     # weight grows with the budget as sqrt(iters / 250k) up to the paper's 0.1; everything else is the run's own
-    'dckd_budget':      dict(use_pix=True, use_kd=True, use_lcr=True, use_dcr=True, use_dmm=True,
-                             w_dcr=lambda k: budget_dcr_weight(k['iters'])),
+    'dckd_budget':      dict(_DCKD, w_dcr=lambda k: budget_dcr_weight(k['iters'])),
 }
 
 def variant_switches(name:str, # a key of `VARIANTS`
