@@ -38,14 +38,8 @@ CONFIGS = {
                          double_z=False, dropout=0.)),
               batch=4, gt_size=64),
 }
-SETS = {
-    'pix': dict(use_kd=False, use_lcr=False, use_dcr=False, use_dmm=False),
-    '+kd': dict(use_pix=True, use_lcr=False, use_dcr=False, use_dmm=False),
-    '+kd+lcr': dict(use_dcr=False, use_dmm=False),
-    '+kd+dcr': dict(use_lcr=False, use_dmm=False),
-    '+kd+dmm': dict(use_lcr=False, use_dcr=False),
-    'full': dict(),
-}
+SETS = {'pix': 'scratch', '+kd': 'kd', '+kd+lcr': 'kd_lcr', '+kd+dcr': 'kd_dcr', '+kd+dmm': 'kd_dmm', 'full': 'dckd'}
+# each set is a variant of the ablation matrix (dckd.pipeline.VARIANTS): its loss terms come from there
 X2_NEG = dict(num_neg=4, p_blur=0., p_resize=0., p_noise=1., p_grey=0.5)   # METHOD.md x2 settings
 # the official implementation on this machine kind (tuned allocator, medians, seconds per step)
 REFERENCE = {'A': {'+kd': 0.39, 'full': 1.65}, 'B': {'+kd': 0.22, 'full': 0.72}}
@@ -64,13 +58,14 @@ def child(cfg_name:str, set_name:str, steps:int, warmup:int, threads:int, fuse_t
     import torch
     torch.set_num_threads(threads)
     from dckd.distill import Distiller, DistillConfig
+    from dckd.pipeline import variant_switches
     c = CONFIGS[cfg_name]
     cfg = DistillConfig.from_dict(dict(scale=2, teacher=c['teacher'], student=c['student'], vqgan=c['vqgan'],
                                        batch=c['batch'], gt_size=c['gt_size'], device='cpu', progress=False,
                                        seed=0, **{k: v for k, v in (('fuse_teacher', fuse_teacher),
                                                                     ('fuse_frozen', fuse_frozen)) if v is not None},
                                        frozen_bf16=False if frozen_fp32 else None,
-                                       **X2_NEG, **SETS[set_name]))
+                                       **X2_NEG, losses=variant_switches(SETS[set_name], {})['losses']))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         d = Distiller(cfg)

@@ -15,7 +15,7 @@ __all__ = ['RGB_MEAN', 'UPSAMPLERS', 'ARCHS', 'SWINIR_M', 'DCKD_STUDENT', 'drop_
            'to_windows', 'from_windows', 'relative_position_index', 'shift_mask', 'Mlp', 'WindowAttention',
            'SwinTransformerBlock', 'BasicLayer', 'RSTB', 'PatchEmbed', 'SwinIR', 'PA', 'PAConv', 'SCPA', 'PAN',
            'count_params', 'ResidualBlockNoBN', 'ChannelAttention', 'RCAB', 'ResidualGroup', 'EDSR', 'RCAN',
-           'check_arch', 'build_net', 'swinir_m', 'dckd_student']
+           'check_arch', 'build_net', 'swinir_m', 'dckd_student', 'ConfigError', 'resolve_arch']
 
 # %% ../nbs/03_archs.ipynb #2ac1b133
 def drop_path(x:Tensor,          # residual branch, (b, ...)
@@ -544,3 +544,19 @@ def swinir_m(scale:int=2, # 2, 3 or 4
 def dckd_student(scale:int=2, **kwargs)->SwinIR:
     "The DCKD SwinIR student: embed 60, 4 RSTBs of 6 blocks with 6 heads."
     return build_net({**DCKD_STUDENT, 'upscale': scale, **kwargs})
+
+# %% ../nbs/03_archs.ipynb #de395ef8
+class ConfigError(ValueError):
+    "A configuration with an unknown key or a bad value; the message names the key."
+
+def resolve_arch(d:dict|None,       # the arch dict of a configuration (None: `default`)
+                 default:dict|None, # the preset for an empty `d`
+                 scale:int,         # the run's upscaling factor, unless the dict sets its own
+                 name:str,          # the configuration key, for the error message
+                )->dict:            # a new dict for `build_net`
+    "Arch dict with the upscale filled in from `scale`."
+    d = dict(default if d is None else d)
+    if 'type' not in d: raise ConfigError(f"config key {name!r}: the arch dict needs a 'type', got {d}")
+    k = 'scale' if str(d['type']).lower() == 'pan' else 'upscale'
+    d.setdefault(k, scale)
+    return d

@@ -16,24 +16,24 @@ from einops import rearrange
 import yaml
 from tqdm.auto import tqdm
 from .core import atomic_write_text
-from .archs import build_net, SWINIR_M, DCKD_STUDENT
+from .archs import build_net, resolve_arch, ConfigError, SWINIR_M, DCKD_STUDENT
+from .artifacts import RUN_CONFIG, run_weights
 from .vqgan import VQGAN, F16_DDCONFIG, load_taming, load_vq
-from .losses import (PAPER_WEIGHTS, DCR_WEIGHTS, DCRState, dcr_dists, pixel_loss, kd_loss, lcr_loss, noising, random_masks,
+from fastcore.basics import patch
+from .losses import (PAPER_WEIGHTS, DCR_EPS, fakd_loss, FeatureTap, DCR_WEIGHTS, DCRState, dcr_dists, pixel_loss, kd_loss, lcr_loss, noising, random_masks,
                      dcr_loss, dmm_loss, make_negatives)
+from .runlog import RunLog, read_final_metrics
 from .checkpoint import net_scale, load_weights, save_weights, save_state, load_state
 from .data import PairedImageDataset
 from .metrics import calculate_psnr_pt, calculate_ssim_pt
 
 # %% auto #0
-__all__ = ['TERMS', 'TINY_SWINIR', 'TINY_VQGAN', 'ConfigError', 'DistillConfig', 'history_step', 'history_due', 'refresh_iters',
+__all__ = ['TERMS', 'WEIGHTS', 'TINY_SWINIR', 'TINY_VQGAN', 'DistillConfig', 'history_step', 'history_due', 'refresh_iters',
            'ema_', 'sample_generator', 'batch_negatives', 'batch_masks', 'NonFiniteLossError', 'DivergenceError',
-           'cpu_bf16', 'lowp_weights_', 'Distiller', 'tiny_config', 'grad_share', 'train', 'parse_sets', 'distill_cli',
-           'distill_main']
+           'cpu_bf16', 'lowp_weights_', 'Distiller', 'DCKDObjective', 'tiny_config', 'train', 'parse_sets',
+           'distill_cli', 'distill_main']
 
 # %% ../nbs/06_distill.ipynb #92fea8f1
-class ConfigError(ValueError):
-    "A distillation config with an unknown key or a bad value."
-
 @dataclass
 class DistillConfig:
     "Everything one distillation run needs (flat, so params.yaml / papermill / `--set` map onto it)."
@@ -72,17 +72,9 @@ class DistillConfig:
     p_resize:float = 0.                # negatives: resize probability
     p_noise:float = 1.                 # negatives: noise probability
     p_grey:float = 0.5                 # negatives: probability that noise is grey
-    use_pix:bool = True                # L1 to the ground truth
-    use_kd:bool = True                 # L1 to the teacher output
-    use_lcr:bool = True                # L1 to the teacher on an augmented input, mapped back
-    use_dcr:bool = True                # dynamic contrastive regularisation
-    use_dmm:bool = True                # distribution mapping module
+    losses:dict|None = None            # {term: weight} of the objective (None: the paper's five, METHOD.md weights)
     reference_ce:bool = False          # DMM: the official (double-softmax) cross-entropy
-    w_pix:float = 1.                   # weights (METHOD.md, x2 SwinIR)
-    w_kd:float = 1.
-    w_lcr:float = 1.
-    w_dcr:float = 0.1
-    w_dmm:float = 0.001
+    fakd_layers:tuple = ()             # fakd: [[student module, teacher module], ...] whose feature maps are compared
     lcr_p:float = 0.5                  # probability of each lcr op, per sample
     dcr_weights:tuple = DCR_WEIGHTS    # DCR level weights, shallow to deep
     sync_dcr:bool = True               # DDP: DCR ratio over the global batch (equals a single process)
@@ -92,7 +84,7 @@ class DistillConfig:
     feat_bf16:bool = False             # VQGAN features under bf16 autocast on CUDA (default: float32, as on a CPU)
     grad_every:int = 0                 # gradient-share diagnostics every N iterations (0: off)
     seed:int = 0                       # seeds init, data, negatives, masks
-    out_dir:str = '_out/distill'       # state.pt, models/, live/, config.yaml
+    out_dir:str = '_out/distill'       # the run folder (`dckd.artifacts`: config, weights; state.pt, live/)
     val_every:int = 5000               # validate every N iterations (0: only at the end)
     ckpt_every:int = 5000              # checkpoint every N iterations (0: only at the end)
     log_every:int = 100                # log every N iterations
@@ -101,6 +93,7 @@ class DistillConfig:
     progress:bool = True               # tqdm bar (rank 0)
 
     def __post_init__(self):
+        self.losses = _losses(self.losses)
         for f in fields(self): setattr(self, f.name, _coerce(f.name, getattr(self, f.name), f.type))
         _check(self)
 
@@ -109,6 +102,7 @@ class DistillConfig:
         "Build from a dict, refusing unknown keys with the list of accepted ones."
         if isinstance(d, cls): return d
         if not isinstance(d, Mapping): raise ConfigError(f'a distillation config is a mapping, got {type(d).__name__}')
+        d = _legacy_losses(d)
         names = [f.name for f in fields(cls)]
         if bad := [k for k in d if k not in names]:
             hint = '; '.join(f'{k!r}: did you mean {m[0]!r}?' for k in bad if (m := difflib.get_close_matches(str(k), names, 1)))
@@ -171,7 +165,7 @@ def _check(c):
     need(c.scale >= 1, 'scale', 'expected a positive integer')
     need(c.vqgan_kind in ('taming', 'vq'), 'vqgan_kind', "expected 'taming' or 'vq'")
     need(c.neg_net in ('history', 'teacher'), 'neg_net', "expected 'history' or 'teacher'")
-    need(not (c.use_dcr and c.neg_net == 'teacher' and c.num_neg < 1), 'num_neg',
+    need(not ('dcr' in c.losses and c.neg_net == 'teacher' and c.num_neg < 1), 'num_neg',
          "expected >= 1 with neg_net='teacher' (the teacher's negatives are its outputs on the degraded copies)")
     need(all(isinstance(d, (int, float)) and 0 <= d < 1 for d in c.ema_extra) and len(set(c.ema_extra)) == len(c.ema_extra),
          'ema_extra', 'expected distinct decays in [0, 1)')
@@ -191,10 +185,51 @@ def _check(c):
     for k in ('ema_decay', 'history_mix', 'p_blur', 'p_resize', 'p_noise', 'p_grey', 'lcr_p'):
         need(0 <= getattr(c, k) <= 1, k, 'expected a number in [0, 1]')
     need(c.grad_clip is None or c.grad_clip > 0, 'grad_clip', 'expected None or a positive number')
-    need(any(getattr(c, f'use_{t}') for t in TERMS), 'use_pix', 'at least one of use_pix/use_kd/use_lcr/use_dcr/use_dmm must be on')
+    need(len(c.losses) > 0, 'losses', f'expected at least one of the terms {", ".join(TERMS)}')
+    need(all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(n, str) for n in p) for p in c.fakd_layers),
+         'fakd_layers', 'expected pairs [student module, teacher module] of module names')
+    need('fakd' not in c.losses or len(c.fakd_layers) > 0, 'fakd_layers',
+         'the fakd term needs layer pairs [[student module, teacher module], ...] (names as in net.named_modules())')
+
+def _losses(v)->dict:
+    "The `losses` key as {term: float weight} in `TERMS` order: a mapping, a list of terms (default weights) or None."
+    if v is None: return dict(PAPER_WEIGHTS)
+    if isinstance(v, str):
+        try: v = yaml.safe_load(v)
+        except yaml.YAMLError: v = None
+    if isinstance(v, (list, tuple)) and all(isinstance(t, str) for t in v): v = {t: WEIGHTS.get(t) for t in v}
+    if not isinstance(v, Mapping):
+        raise ConfigError(f"config key 'losses': expected a mapping {{term: weight}} or a list of terms, got {v!r}")
+    if bad := [t for t in v if t not in TERMS]:
+        raise ConfigError(f"config key 'losses': unknown term(s) {', '.join(map(repr, bad))}; terms: {', '.join(TERMS)}")
+    out = {}
+    for t in TERMS:
+        if t not in v: continue
+        w = v[t]
+        if isinstance(w, str):
+            try: w = float(w)
+            except ValueError: pass
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+            raise ConfigError(f"config key 'losses': the weight of {t!r} must be a finite number, got {v[t]!r}")
+        out[t] = float(w)
+    return out
+
+_LEGACY = tuple(f'{p}_{t}' for t in PAPER_WEIGHTS for p in ('use', 'w'))   # the switches and weights before `losses`
+
+def _legacy_losses(d:Mapping)->dict:
+    "A config written with the old `use_<term>`/`w_<term>` keys, as one with the equivalent `losses` mapping."
+    old = [k for k in d if k in _LEGACY]
+    if not old: return d
+    if d.get('losses') is not None:
+        raise ConfigError(f"config keys {', '.join(map(repr, old))} and 'losses' both given: write the terms once, "
+                          f"as losses: {{term: weight}} (e.g. losses: {{pix: 1, kd: 1}})")
+    on = lambda t: _coerce(f'use_{t}', d.get(f'use_{t}', True), 'bool')
+    w = lambda t: _coerce(f'w_{t}', d.get(f'w_{t}', PAPER_WEIGHTS[t]), 'float')
+    return {**{k: v for k, v in d.items() if k not in _LEGACY}, 'losses': {t: w(t) for t in PAPER_WEIGHTS if on(t)}}
 
 # %% ../nbs/06_distill.ipynb #9a2097f2
-TERMS = ('pix', 'kd', 'lcr', 'dcr', 'dmm')  # the five loss terms, in logging order
+TERMS = ('pix', 'kd', 'lcr', 'dcr', 'dmm', 'fakd')   # the loss terms, in the order they are summed and logged
+WEIGHTS = {**PAPER_WEIGHTS, 'fakd': 1.}   # a term's weight when `losses` lists it without one (fakd: 1, not tuned)
 
 # %% ../nbs/06_distill.ipynb #5d341ce5
 def history_step(it:int,                 # 1-based iteration
@@ -265,14 +300,6 @@ def cpu_bf16()->bool:
     try: return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError): return False
 
-def _arch(d:dict|None, default:dict, scale:int, name:str)->dict:
-    "Arch dict with the upscale filled in from `scale`."
-    d = dict(default if d is None else d)
-    if 'type' not in d: raise ConfigError(f"config key {name!r}: the arch dict needs a 'type', got {d}")
-    k = 'scale' if str(d['type']).lower() == 'pan' else 'upscale'
-    d.setdefault(k, scale)
-    return d
-
 def _dist_env()->tuple:
     "(world_size, rank, local_rank) from the torchrun environment."
     return int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('RANK', 0)), int(os.environ.get('LOCAL_RANK', 0))
@@ -286,13 +313,9 @@ def lowp_weights_(net:nn.Module, dtype=torch.bfloat16)->nn.Module:
         if isinstance(m, _LOWP): m.to(dtype)
     return net
 
-def _patch(f):
-    "Attach `f` as a method of `Distiller` (fastcore's `patch`, without the dependency)."
-    setattr(Distiller, f.__name__, f); return f
-
 # %% ../nbs/06_distill.ipynb #1f589be2
 class Distiller:
-    "Student, EMA and history students, frozen teacher and VQGAN, optimiser and schedule of one DCKD run."
+    "The training loop of one run: student, EMA and history students, optimiser, schedule, and the run's `DCKDObjective`."
     def __init__(self, cfg:DistillConfig|Mapping, # the run's configuration
                 ):
         self.cfg = c = DistillConfig.from_dict(cfg)
@@ -308,24 +331,29 @@ class Distiller:
         self.cuda = self.device.type == 'cuda'
         self.frozen_bf16 = c.frozen_bf16 if c.frozen_bf16 is not None else (self.cuda or cpu_bf16())
         torch.manual_seed(c.seed)  # same initial weights on every rank
-        self.student = build_net(_arch(c.student, DCKD_STUDENT, c.scale, 'student'))
-        self.teacher = _freeze(build_net(_arch(c.teacher, SWINIR_M, c.scale, 'teacher')))
+        self.student = build_net(resolve_arch(c.student, DCKD_STUDENT, c.scale, 'student'))
+        # only what the objective's terms use is built: a pix-only run (the teacher stage) has no teacher and no VQGAN
+        self.teacher = (_freeze(build_net(resolve_arch(c.teacher, SWINIR_M, c.scale, 'teacher')))
+                        if DCKDObjective.needs_teacher(c.losses) else None)
         for k, net in (('student', self.student), ('teacher', self.teacher)):
-            if (s := net_scale(net)) is not None and s != c.scale:
+            if net is not None and (s := net_scale(net)) is not None and s != c.scale:
                 raise ConfigError(f"config key {k!r}: the network upscales x{s}, but scale is {c.scale}")
-        if c.teacher_weights: load_weights(self.teacher, c.teacher_weights, key=c.teacher_key)
-        elif self.rank == 0: warnings.warn('teacher_weights is None: the teacher is randomly initialised')
-        self.vq = _freeze(self._vqgan())
+        if self.teacher is not None:
+            if c.teacher_weights: load_weights(self.teacher, c.teacher_weights, key=c.teacher_key)
+            elif self.rank == 0: warnings.warn('teacher_weights is None: the teacher is randomly initialised')
+        self.vq = _freeze(self._vqgan()) if DCKDObjective.needs_features(c.losses) else None
         self.ema = _freeze(copy.deepcopy(self.student))
         self.history = _freeze(copy.deepcopy(self.ema))   # METHOD.md: H starts as a copy of S_ema
         self.ema_extra = {d: _freeze(copy.deepcopy(self.student)) for d in c.ema_extra}   # more averages, same start
-        n_lv = len(self.vq.ddconfig['ch_mult'])
-        if c.use_dcr and len(c.dcr_weights) != n_lv:
+        if 'dcr' in c.losses and len(c.dcr_weights) != (n_lv := len(self.vq.ddconfig['ch_mult'])):
             raise ConfigError(f"config key 'dcr_weights': {len(c.dcr_weights)} weights for a VQGAN with {n_lv} levels")
         for m in (self.student, self.teacher, self.vq, self.ema, self.history, *self.ema_extra.values()):
+            if m is None: continue
             m.to(self.device)
             if self.cuda or m is self.vq: m.to(memory_format=torch.channels_last)  # the VQGAN's convs: also on CPU
-        if self.frozen_bf16: lowp_weights_(self.teacher)   # frozen for good, unlike the history student (EMA refreshes)
+        if self.frozen_bf16 and self.teacher is not None: lowp_weights_(self.teacher)   # frozen for good (not the history)
+        self.objective = DCKDObjective(c, self.student, self.teacher, self.history, self.vq, self.device,
+                                       frozen_bf16=self.frozen_bf16, world=self.world)
         self.net = self.student
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -363,7 +391,7 @@ class Distiller:
         if self.owns_group and dist.is_initialized(): dist.destroy_process_group()
         self.owns_group = False
 
-# %% ../nbs/06_distill.ipynb #175df56c
+# %% ../nbs/06_distill.ipynb #bec473ef
 @torch.no_grad()
 def _all_mean(x:Tensor, world:int)->Tensor:
     "Mean over processes (a copy)."
@@ -374,87 +402,138 @@ def _all_mean(x:Tensor, world:int)->Tensor:
 def _autocast(on:bool, device:str='cuda'):
     return torch.autocast(device, dtype=torch.bfloat16) if on else contextlib.nullcontext()
 
-@_patch
+class DCKDObjective:
+    "The loss of one batch: what the frozen networks give (no gradients), and the weighted terms on the student output."
+    def __init__(self, cfg:DistillConfig, # the run (`losses`, negatives, lcr, DCR and precision keys)
+                 student:nn.Module,        # the trained network (hooked only for fakd)
+                 teacher:nn.Module|None,   # frozen; None when no term needs it
+                 history:nn.Module,        # the history student (DCR's negatives)
+                 vq:nn.Module|None,        # frozen VQGAN; None when no term needs features
+                 device:torch.device,
+                 frozen_bf16:bool=False,   # teacher and history under bf16 autocast
+                 world:int=1,              # processes (DCR over the global batch under DDP)
+                ):
+        self.cfg, self.teacher, self.history, self.vq, self.device, self.world = cfg, teacher, history, vq, device, world
+        self.w = dict(cfg.losses)   # {term: weight}, in TERMS order
+        self.cuda = device.type == 'cuda'
+        self.fz = lambda: _autocast(frozen_bf16, device.type)           # teacher and history
+        self.fa = lambda: _autocast(self.cuda and cfg.feat_bf16)        # VQGAN features: float32 unless asked
+        self.taps = None
+        if 'fakd' in self.w:   # fakd compares intermediate feature maps: hooks on the named modules
+            s_mods, t_mods = zip(*cfg.fakd_layers)
+            try: self.taps = FeatureTap(student, list(s_mods)), FeatureTap(teacher, list(t_mods))
+            except (KeyError, ValueError) as e: raise ConfigError(f"config key 'fakd_layers': {e}") from None
+
+    @staticmethod
+    def needs_teacher(losses:Mapping)->bool: return bool(set(losses) & {'kd', 'lcr', 'dcr', 'dmm', 'fakd'})
+    @staticmethod
+    def needs_features(losses:Mapping)->bool: return bool(set(losses) & {'dcr', 'dmm'})
+
+    @torch.no_grad()
+    def frozen(self, lq:Tensor, # (B,3,h,w) on the device
+               qs:list,         # global batch positions of the samples
+               it:int,          # 1-based iteration
+              )->dict:          # t = T(lq), t2 = lcr target, ft/fn/lt = VQ features and logits, tf = teacher maps (fakd)
+        "Teacher outputs, lcr target, negatives and their VQGAN features for one batch."
+        c, w, B, z = self.cfg, self.w, lq.shape[0], {}
+        fmt = dict(memory_format=torch.channels_last) if self.cuda else {}
+        cl = lambda x: x.contiguous(memory_format=torch.channels_last)   # VQGAN inputs
+        need_t = bool(set(w) & {'kd', 'dcr', 'dmm', 'fakd'})
+        if 'lcr' in w: m = batch_masks(qs, it, c.seed, c.lcr_p, lq.device)
+        if 'dcr' in w:   # METHOD.md: negatives = H(lq) and H(degraded copies of lq); degraded in float32 (blur is a conv)
+            negs = batch_negatives(lq.float(), qs, it, c.seed, c.num_neg, p_blur=c.p_blur, p_resize=c.p_resize,
+                                   p_noise=c.p_noise, p_grey=c.p_grey)
+        with self.fz():
+            if 'lcr' in w and need_t and c.fuse_teacher is not False:   # one teacher call for lq and g(lq)
+                z['t'], t2 = self.teacher(torch.cat([lq, noising(lq, m)])).float().split(B)
+                z['t2'] = noising(t2, m, revert=True)
+                if self.taps: z['tf'] = [f[:B].float() for f in self.taps[1].feats]
+            else:
+                z['t'] = self.teacher(lq).float() if need_t else None
+                if self.taps: z['tf'] = [f.float() for f in self.taps[1].feats]
+                if 'lcr' in w: z['t2'] = noising(self.teacher(noising(lq, m)).float(), m, revert=True)
+            if self.taps: self.taps[1].clear()   # (a tap holds the last forward's maps)
+            if 'dcr' in w:   # neg_net 'teacher': static negatives, the teacher on the degraded copies (T(lq) is the positive)
+                neg_net, negs = (self.history, negs) if c.neg_net == 'history' else (self.teacher, negs[1:])
+                hn = neg_net(rearrange(negs, 'n b c h w -> (n b) c h w').contiguous(**fmt)).float()
+        if self.needs_features(w):
+            with self.fa():
+                if 'dcr' in w and c.fuse_frozen:
+                    f, lt = self.vq.features(cl(torch.cat([z['t'], hn])), logits='dmm' in w)
+                    z['ft'], z['fn'] = [x[:B] for x in f], [rearrange(x[B:], '(n b) ... -> n b ...', b=B) for x in f]
+                    z['lt'] = lt[:B] if lt is not None else None
+                else:
+                    z['ft'], z['lt'] = self.vq.features(cl(z['t']), logits='dmm' in w)
+                    if 'dcr' in w:
+                        z['fn'] = [rearrange(x, '(n b) ... -> n b ...', b=B) for x in self.vq.features(cl(hn), logits=False)[0]]
+        return z
+
+    def terms(self, s:Tensor,   # student output (float32, attached)
+              gt:Tensor,        # ground truth
+              z:dict,           # `frozen(...)` of the same batch
+             )->tuple:          # ({term: attached scalar, or None for DCR summed over processes}, DCR features or None, DCRState or None)
+        "Each term of the objective on this process's batch."
+        c, w, terms, st, dcr = self.cfg, self.w, {}, None, None
+        if self.needs_features(w):
+            with self.fa(): fs, ls = self.vq.features(s.contiguous(memory_format=torch.channels_last), logits='dmm' in w)
+        if 'pix' in w: terms['pix'] = pixel_loss(s, gt)
+        if 'kd' in w: terms['kd'] = kd_loss(s, z['t'])
+        if 'lcr' in w: terms['lcr'] = lcr_loss(s, z['t2'])
+        if 'dcr' in w:
+            dcr = tuple([x.float() for x in f] for f in (fs, z['ft'], z['fn']))
+            if self.world > 1 and c.sync_dcr: terms['dcr'] = None   # filled in by `reduce` from global statistics
+            else: terms['dcr'], st = dcr_loss(*dcr, weights=c.dcr_weights)
+        if 'dmm' in w: terms['dmm'] = dmm_loss(ls.float(), z['lt'].float(), reference=c.reference_ce)
+        if 'fakd' in w:
+            terms['fakd'] = fakd_loss([f.float() for f in self.taps[0].feats], z['tf'])   # the student's last forward
+            self.taps[0].clear()   # (and not its graph)
+        return terms, dcr, st
+
+    def reduce(self, terms:dict, dcr:tuple|None, st)->tuple:   # (terms, values: global means (len(terms),), DCRState)
+        "Global means of the terms; under DDP with `sync_dcr`, DCR becomes the linearisation of the global ratio."
+        names, dev = list(terms), self.device
+        local = [terms[k].detach() if terms[k] is not None else torch.zeros((), device=dev) for k in names]
+        if 'dcr' not in terms or terms['dcr'] is not None: return terms, _all_mean(torch.stack(local), self.world), st
+        d_ap, d_an = dcr_dists(*dcr)
+        g = _all_mean(torch.cat([torch.stack(local), d_ap.detach(), d_an.detach()]), self.world)
+        A, D = g[len(names):len(names) + len(d_ap)], g[len(names) + len(d_ap):] + DCR_EPS
+        wl = torch.tensor(self.cfg.dcr_weights, device=dev, dtype=A.dtype)
+        ratio = A / D
+        lin = (wl * (d_ap / D - A / D**2 * d_an)).sum()       # gradient of the global ratio, see above
+        terms = {**terms, 'dcr': lin - lin.detach() + (wl * ratio).sum()}
+        g[names.index('dcr')] = (wl * ratio).sum()
+        return terms, g[:len(names)], DCRState(A, D - DCR_EPS, ratio)
+
+    def total(self, terms:Mapping)->Tensor|float:
+        "The weighted sum, in `TERMS` order (tensors: the loss to back-propagate; floats: its logged value)."
+        return sum(self.w[k] * terms[k] for k in TERMS if k in terms)
+
+# %% ../nbs/06_distill.ipynb #175df56c
+@patch
 def train_step(self:Distiller,
                lq:Tensor,        # (B,3,h,w) this process's low-quality batch
                gt:Tensor,        # (B,3,sh,sw) ground truth
                it:int,           # 1-based iteration
                qs:list|None=None, # global batch positions of the samples (default: rank + world*j)
               )->dict:           # floats: loss terms (global means), total, lr, DCR state, history refresh
-    "One DCKD optimisation step; raises `NonFiniteLossError` before stepping if a term is NaN/inf."
-    c, dev, B = self.cfg, self.device, lq.shape[0]
+    "One optimisation step of the student on `self.objective`; raises `NonFiniteLossError` before stepping on a NaN/inf."
+    c, dev, B, obj = self.cfg, self.device, lq.shape[0], self.objective
     qs = [self.rank + self.world * j for j in range(B)] if qs is None else list(qs)
     fmt = dict(memory_format=torch.channels_last) if self.cuda else {}
-    cl = lambda x: x.contiguous(memory_format=torch.channels_last)   # VQGAN inputs
     lq, gt = lq.to(dev, non_blocking=True, **fmt), gt.to(dev, non_blocking=True)
-    ac, fz = _autocast(self.cuda), _autocast(self.frozen_bf16, dev.type)   # fz: teacher and history
-    fa = _autocast(self.cuda and c.feat_bf16)   # VQGAN features: float32 unless asked (bf16 moves them by 0.5-2.5 %)
     self.net.train()
-    with ac: s = self.net(lq)
-    s = s.float()
-    need_t, need_e = c.use_kd or c.use_dcr or c.use_dmm, c.use_dcr or c.use_dmm
-    with torch.no_grad():
-        if c.use_lcr: m = batch_masks(qs, it, c.seed, c.lcr_p, dev)
-        if c.use_dcr:   # METHOD.md: negatives = H(lq) and H(degraded copies of lq); degraded in float32 (blur is a conv)
-            negs = batch_negatives(lq.float(), qs, it, c.seed, c.num_neg, p_blur=c.p_blur, p_resize=c.p_resize,
-                                   p_noise=c.p_noise, p_grey=c.p_grey)
-        with fz:
-            if c.use_lcr and need_t and c.fuse_teacher is not False:
-                t, t2 = self.teacher(torch.cat([lq, noising(lq, m)])).float().split(B)
-                t2 = noising(t2, m, revert=True)
-            else:
-                t = self.teacher(lq).float() if need_t else None
-                if c.use_lcr: t2 = noising(self.teacher(noising(lq, m)).float(), m, revert=True)
-            if c.use_dcr:   # neg_net 'teacher': static negatives, the teacher on the degraded copies (T(lq) is the positive)
-                neg_net, negs = (self.history, negs) if c.neg_net == 'history' else (self.teacher, negs[1:])
-                hn = neg_net(rearrange(negs, 'n b c h w -> (n b) c h w').contiguous(**fmt)).float()
-    with torch.no_grad(), fa:
-        if need_e:
-            if c.use_dcr and c.fuse_frozen:
-                f, lt = self.vq.features(cl(torch.cat([t, hn])), logits=c.use_dmm)
-                ft, fn = [x[:B] for x in f], [rearrange(x[B:], '(n b) ... -> n b ...', b=B) for x in f]
-                lt = lt[:B] if lt is not None else None
-            else:
-                ft, lt = self.vq.features(cl(t), logits=c.use_dmm)
-                fn = ([rearrange(x, '(n b) ... -> n b ...', b=B) for x in self.vq.features(cl(hn), logits=False)[0]]
-                      if c.use_dcr else None)
-    if need_e:
-        with fa: fs, ls = self.vq.features(cl(s), logits=c.use_dmm)
-    terms, st = {}, None
-    if c.use_pix: terms['pix'] = pixel_loss(s, gt)
-    if c.use_kd: terms['kd'] = kd_loss(s, t)
-    if c.use_lcr: terms['lcr'] = lcr_loss(s, t2)
-    if c.use_dcr:
-        fs32, ft32, fn32 = [x.float() for x in fs], [x.float() for x in ft], [x.float() for x in fn]
-        if self.world > 1 and c.sync_dcr: terms['dcr'] = None   # filled in below from global statistics
-        else: terms['dcr'], st = dcr_loss(fs32, ft32, fn32, weights=c.dcr_weights)
-    if c.use_dmm: terms['dmm'] = dmm_loss(ls.float(), lt.float(), reference=c.reference_ce)
-    names = [k for k in TERMS if k in terms]
-    local = [terms[k].detach() if terms[k] is not None else torch.zeros((), device=dev) for k in names]
-    if c.use_dcr and terms['dcr'] is None:
-        d_ap, d_an = dcr_dists(fs32, ft32, fn32)
-        g = _all_mean(torch.cat([torch.stack(local), d_ap.detach(), d_an.detach()]), self.world)
-        A, D = g[len(names):len(names) + len(d_ap)], g[len(names) + len(d_ap):] + 1e-7
-        w = torch.tensor(c.dcr_weights, device=dev, dtype=A.dtype)
-        ratio = A / D
-        lin = (w * (d_ap / D - A / D**2 * d_an)).sum()       # gradient of the global ratio, see above
-        terms['dcr'] = lin - lin.detach() + (w * ratio).sum()
-        st = DCRState(A, D - 1e-7, ratio)
-        g[names.index('dcr')] = (w * ratio).sum()
-        vals = g[:len(names)]
-    else:
-        vals = _all_mean(torch.stack(local), self.world)
-    if not torch.isfinite(vals).all():
-        bad = [f'{k!r} is {v:g}' for k, v in zip(names, vals.tolist()) if not math.isfinite(v)]
+    with _autocast(self.cuda): s = self.net(lq).float()
+    terms, dcr, st = obj.terms(s, gt, obj.frozen(lq, qs, it))
+    terms, vals, st = obj.reduce(terms, dcr, st)
+    logged = dict(zip(terms, vals.tolist()))
+    if bad := [f'{k!r} is {v:g}' for k, v in logged.items() if not math.isfinite(v)]:
         last = f'iteration {self.last_ckpt} in {self.out/"state.pt"}' if self.last_ckpt else 'none'
         raise NonFiniteLossError(f"loss term {', '.join(bad)} at iteration {it}; stopped before the optimiser step "
                                  f'(last checkpoint: {last})')
-    total = sum(getattr(c, f'w_{k}') * terms[k] for k in names)
-    self._check_growth(float(sum(getattr(c, f'w_{k}') * v for k, v in zip(names, vals.tolist()))), it)
-    diag = (self.grad_share(terms, (fs32, ft32, fn32) if c.use_dcr else None)
-            if c.grad_every and it % c.grad_every == 0 else {})
+    self._check_growth(float(obj.total(logged)), it)
+    diag = self.grad_share(terms, dcr) if c.grad_every and it % c.grad_every == 0 else {}
     self.opt.zero_grad(set_to_none=True)
-    total.backward()
+    obj.total(terms).backward()
     if c.grad_clip: torch.nn.utils.clip_grad_norm_(self.student.parameters(), c.grad_clip)
     lr = self.opt.param_groups[0]['lr']
     self.opt.step(); self.sched.step()
@@ -464,16 +543,14 @@ def train_step(self:Distiller,
     if refresh:
         ema_(self.history, self.ema, 1 - c.history_mix, buffers=False)   # METHOD.md: H <- 0.1 H + 0.9 S_ema
         self.refreshes.append(it)
-    out = {f'train/{k}': v for k, v in zip(names, vals.tolist())}
-    out['train/total'] = sum(getattr(c, f'w_{k}') * out[f'train/{k}'] for k in names)
-    out['lr'] = lr
-    out['history/refresh'] = float(refresh)
+    out = {f'train/{k}': v for k, v in logged.items()}
+    out.update({'train/total': obj.total(logged), 'lr': lr, 'history/refresh': float(refresh)})
     if st is not None:
         for l, (a, n, r) in enumerate(zip(*(x.tolist() for x in st))):
             out.update({f'dcr/l{l}/d_ap': a, f'dcr/l{l}/d_an': n, f'dcr/l{l}/ratio': r})
     return {**out, **diag}
 
-@_patch
+@patch
 def _check_growth(self:Distiller, total:float, it:int):
     "Raise `DivergenceError` when `total` exceeds `diverge_factor` times the median of the last 100 totals."
     c, h = self.cfg, self.loss_hist
@@ -497,20 +574,21 @@ def tiny_config(**kw)->DistillConfig:
     return DistillConfig.from_dict({**d, **kw})
 
 # %% ../nbs/06_distill.ipynb #22b3912e
-@_patch
+@patch
 def grad_share(self:Distiller,
                terms:dict,                # this step's attached loss terms, {name: scalar} (as in `train_step`)
                dcr_feats:tuple|None=None, # (student, teacher, negative) features per level: split DCR into pull and push
               )->dict:                    # {'grad/<part>/norm', '.../raw', '.../cos'}, 'grad/ref/norm', 'grad/total/norm'
     "Per-term gradient norms on the student's parameters and their cosines with the gradient of pix + kd."
-    c, eps = self.cfg, 1e-7
+    c, eps = self.cfg, DCR_EPS
     ps = [p for p in self.student.parameters() if p.requires_grad]
-    parts = {k: (getattr(c, f'w_{k}'), v) for k, v in terms.items() if k != 'dcr'}
+    w_ = self.objective.w
+    parts = {k: (w_[k], v) for k, v in terms.items() if k != 'dcr'}
     if dcr_feats is not None:
         d_ap, d_an = dcr_dists(*dcr_feats)
         w = torch.tensor(c.dcr_weights, dtype=d_ap.dtype, device=d_ap.device)
-        parts['dcr_pull'] = (c.w_dcr, (w * d_ap / (d_an.detach() + eps)).sum())
-        parts['dcr_push'] = (c.w_dcr, (w * d_ap.detach() / (d_an + eps)).sum())
+        parts['dcr_pull'] = (w_['dcr'], (w * d_ap / (d_an.detach() + eps)).sum())
+        parts['dcr_push'] = (w_['dcr'], (w * d_ap.detach() / (d_an + eps)).sum())
     g = {}
     for k, (_, v) in parts.items():
         gs = torch.autograd.grad(v, ps, retain_graph=True, allow_unused=True)
@@ -523,13 +601,13 @@ def grad_share(self:Distiller,
     if 'dcr_pull' in g:   # the whole DCR term (pull + push)
         dcr = g['dcr_pull'] + g['dcr_push']
         cos = F.cosine_similarity(dcr, ref, dim=0).item() if torch.is_tensor(ref) else math.nan
-        out.update({'grad/dcr/norm': abs(c.w_dcr) * dcr.norm().item(), 'grad/dcr/raw': dcr.norm().item(), 'grad/dcr/cos': cos})
+        out.update({'grad/dcr/norm': abs(w_['dcr']) * dcr.norm().item(), 'grad/dcr/raw': dcr.norm().item(), 'grad/dcr/cos': cos})
     if torch.is_tensor(ref): out['grad/ref/norm'] = ref.norm().item()   # |grad of pix + kd|, the reference direction
     out['grad/total/norm'] = sum(w * g[k] for k, (w, _) in parts.items()).norm().item()
     return out
 
 # %% ../nbs/06_distill.ipynb #e44ffa1d
-@_patch
+@patch
 def _rng_state(self:Distiller)->list:
     "Global RNG states of every process (rank order)."
     st = dict(torch=torch.get_rng_state())
@@ -539,7 +617,7 @@ def _rng_state(self:Distiller)->list:
     dist.all_gather_object(out, {k: v.cpu() for k, v in st.items()})
     return out
 
-@_patch
+@patch
 def state_dict(self:Distiller)->dict:
     "The full training state (CPU tensors, plain containers)."
     c = self.cfg
@@ -550,7 +628,7 @@ def state_dict(self:Distiller)->dict:
                 opt=self.opt.state_dict(), sched=self.sched.state_dict(), rng=self._rng_state(),
                 refreshes=list(self.refreshes), loss_hist=list(self.loss_hist), world=self.world, config=c.to_dict())
 
-@_patch
+@patch
 def load_state_dict(self:Distiller, st:dict):
     "Restore a state written by `save`; refuses one from a run with another seed, batch or scale."
     c = self.cfg
@@ -571,7 +649,7 @@ def load_state_dict(self:Distiller, st:dict):
     self.it, self.refreshes, self.last_ckpt = int(st['iter']), list(st['refreshes']), int(st['iter'])
     self.loss_hist = [float(x) for x in st.get('loss_hist', [])]
 
-@_patch
+@patch
 def save(self:Distiller):
     "Checkpoint (rank 0 writes, every rank takes part); refuses to overwrite the last one with non-finite weights."
     bad = [n for n, m in (('student', self.student), ('ema', self.ema)) if not all(torch.isfinite(p).all() for p in m.parameters())]
@@ -581,19 +659,19 @@ def save(self:Distiller):
     if self.rank == 0:
         save_state(self.out/'state.pt', st)
         extra = {f'params_ema{d}': {k: v.detach().cpu() for k, v in m.state_dict().items()} for d, m in self.ema_extra.items()}
-        save_weights(self.out/'models'/'net_g_latest.pth', self.student, self.ema, iter=self.it, scale=self.cfg.scale, **extra)
+        save_weights(run_weights(self.out), self.student, self.ema, iter=self.it, scale=self.cfg.scale, **extra)
         self._write_refreshes()
     self.last_ckpt = self.it
     if self.world > 1: dist.barrier()
 
-@_patch
+@patch
 def _write_refreshes(self:Distiller):
     c = self.cfg
     atomic_write_text(self.out/'history_refresh.json', json.dumps(dict(
         iterations=self.refreshes, steps=list(c.history_steps), period=c.history_period, upto=self.it), indent=1))
 
 # %% ../nbs/06_distill.ipynb #6a92f896
-@_patch
+@patch
 @torch.no_grad()
 def validate(self:Distiller, net:nn.Module|None=None)->dict:
     "Mean Y-PSNR/SSIM of `net` (default: the EMA student) on the validation folder."
@@ -609,46 +687,6 @@ def validate(self:Distiller, net:nn.Module|None=None)->dict:
         ss.append(calculate_ssim_pt(sr, gt, crop_border=c.scale, test_y_channel=True).item())
     return {'val/psnr': sum(ps) / len(ps), 'val/ssim': sum(ss) / len(ss)}
 
-# %% ../nbs/06_distill.ipynb #e6e60d55
-def _truncate_rows(path:Path, it:int, jsonl:bool=False):
-    "Drop logged rows with step > it (tsv with a 'step' column, or JSON lines)."
-    lines = path.read_text().splitlines()
-    if jsonl: keep = [l for l in lines if l.strip() and json.loads(l).get('step', 0) <= it]
-    else:
-        if not lines or 'step' not in (hdr := lines[0].split('\t')): return
-        i = hdr.index('step')
-        keep = lines[:1] + [l for l in lines[1:] if l.strip() and int(float(l.split('\t')[i])) <= it]
-    atomic_write_text(path, ''.join(l + '\n' for l in keep))
-
-class _Logger:
-    "DVCLive, or JSON lines when dvclive is not installed."
-    def __init__(self, out:Path, resume:bool, it:int):
-        d = out/'live'
-        if resume and d.is_dir():
-            for p in d.rglob('*.tsv'): _truncate_rows(p, it)
-            if (p := d/'metrics.jsonl').is_file(): _truncate_rows(p, it, jsonl=True)
-        self.live = self.f = None
-        try:
-            from dvclive import Live
-            self.live = Live(str(d), dvcyaml=False, save_dvc_exp=False, resume=resume)
-        except ImportError: pass
-        except Exception as e:  # e.g. dvclive inside a git repo without commits: log anyway
-            warnings.warn(f'DVCLive could not start ({type(e).__name__}: {e}); logging to {d/"metrics.jsonl"}')
-        if self.live is None:
-            d.mkdir(parents=True, exist_ok=True)
-            self.f = open(d/'metrics.jsonl', 'a' if resume else 'w')
-
-    def log(self, it:int, d:dict):
-        if self.live is not None:
-            self.live.step = it
-            for k, v in d.items(): self.live.log_metric(k, v)
-            self.live.make_summary()
-        else: self.f.write(json.dumps(dict(step=it, **d)) + '\n'); self.f.flush()
-
-    def close(self):
-        if self.live is not None: self.live.end()
-        if self.f is not None: self.f.close()
-
 # %% ../nbs/06_distill.ipynb #a72a9694
 class _Skip:
     "A batch sampler without its first `n` batches."
@@ -657,13 +695,7 @@ class _Skip:
     def __len__(self): return len(self.bs) - self.n
 
 # %% ../nbs/06_distill.ipynb #7914ff69
-def _read_metrics(path:Path, it:int)->dict:
-    "The `metrics.json` a finished run wrote at iteration `it` ({} if absent or from another iteration)."
-    try: d = json.loads(path.read_text())
-    except (OSError, ValueError): return {}
-    return d if isinstance(d, dict) and d.get('iter') == it else {}
-
-@_patch
+@patch
 def fit(self:Distiller, on_step:Callable|None=None)->dict:
     "Run (or resume) the distillation to `cfg.iters`; returns the final metrics."
     from torch.utils.data import DataLoader, BatchSampler
@@ -681,8 +713,8 @@ def fit(self:Distiller, on_step:Callable|None=None)->dict:
     elif c.resume and r0: print(f'resume: no {out/"state.pt"} yet, starting from iteration 0')
     if r0:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out/'config.yaml', yaml.safe_dump(c.to_dict(), sort_keys=False))
-    log = _Logger(out, c.resume, self.it) if r0 else None
+        atomic_write_text(out/RUN_CONFIG, yaml.safe_dump(c.to_dict(), sort_keys=False))
+    log = RunLog(out, c.resume, self.it) if r0 else None
     bar = tqdm(total=c.iters, initial=self.it, disable=not (r0 and c.progress), desc='distill', dynamic_ncols=True)
     logs, metrics, resumed_done = {}, {}, self.it >= c.iters
     try:
@@ -706,7 +738,7 @@ def fit(self:Distiller, on_step:Callable|None=None)->dict:
                 if self.it >= c.iters: break
         if self.last_ckpt != self.it: self.save()
         if c.val_hr and 'val/psnr' not in metrics.get(self.it, {}):
-            done = _read_metrics(out/'metrics.json', self.it) if r0 and resumed_done else {}
+            done = read_final_metrics(out/'metrics.json', self.it) if r0 and resumed_done else {}
             skip = ['val/psnr' in done]   # rank 0 decides for every rank (validation waits on a barrier)
             if self.world > 1: dist.broadcast_object_list(skip, src=0)
             if skip[0]: metrics[self.it] = {k: v for k, v in done.items() if k.startswith('val/')}  # not logged twice
@@ -714,12 +746,12 @@ def fit(self:Distiller, on_step:Callable|None=None)->dict:
     finally:
         bar.close()
         if log is not None: log.close()
-    if resumed_done and not logs and r0: logs = _read_metrics(out/'metrics.json', self.it)   # a finished run, asked again
+    if resumed_done and not logs and r0: logs = read_final_metrics(out/'metrics.json', self.it)   # a finished run, asked again
     res = dict(iter=self.it, **{k: v for k, v in logs.items() if k.startswith('train/')}, **metrics.get(self.it, {}))
     if r0: atomic_write_text(out/'metrics.json', json.dumps(res, indent=1))
     return res
 
-@_patch
+@patch
 def _val_log(self:Distiller, log, it:int, metrics:dict):
     "Validate on rank 0 and log; the other ranks wait."
     if self.rank == 0:

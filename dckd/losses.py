@@ -4,16 +4,18 @@
 
 # %% ../nbs/05_losses.ipynb #79e1de20
 from __future__ import annotations
+import difflib
 from collections import namedtuple
+from functools import partial
 from typing import Callable, Mapping, Sequence
 import torch, torch.nn.functional as F
-from torch import Tensor
-from einops import rearrange, repeat
+from torch import Tensor, nn
+from einops import einsum, rearrange, repeat
 
 # %% auto #0
-__all__ = ['PAPER_WEIGHTS', 'DCR_WEIGHTS', 'DCRState', 'pixel_loss', 'kd_loss', 'noising', 'random_masks', 'consistency_target',
-           'lcr_loss', 'dcr_level', 'dcr_dists', 'dcr_loss', 'unstack_feats', 'dmm_loss', 'ce_from_probs', 'degrade',
-           'make_negatives']
+__all__ = ['PAPER_WEIGHTS', 'DCR_EPS', 'DCR_WEIGHTS', 'DCRState', 'pixel_loss', 'kd_loss', 'noising', 'random_masks',
+           'consistency_target', 'lcr_loss', 'dcr_level', 'dcr_dists', 'dcr_loss', 'unstack_feats', 'dmm_loss',
+           'ce_from_probs', 'degrade', 'make_negatives', 'spatial_affinity', 'fakd_loss', 'FeatureTap']
 
 # %% ../nbs/05_losses.ipynb #62b05417
 PAPER_WEIGHTS = dict(pix=1., kd=1., lcr=1., dcr=0.1, dmm=0.001)  # METHOD.md: weights of the x2 SwinIR config
@@ -115,11 +117,13 @@ def _dists(f_s, f_t, f_n):
     return _l1(f_s, f_t), (f_s - f_n).abs().sum(0).mean()
 
 # %% ../nbs/05_losses.ipynb #4504b05b
+DCR_EPS = 1e-7   # METHOD.md: the epsilon of every DCR ratio d_ap / (d_an + eps)
+
 # DCKD eq. (DCR, one level): c_l = mean|f_s - f_t| / (mean sum_j |f_s - f_nj| + eps)
 def dcr_level(f_s:Tensor,  # student features of one VQGAN level, (b,c,h,w)
               f_t:Tensor,  # teacher features, same shape (detached here)
               f_n:Tensor,  # negatives stacked on a new first axis, (n,b,c,h,w) (detached here)
-              eps:float=1e-7,
+              eps:float=DCR_EPS,
              )->Tensor:    # scalar d_ap / (d_an + eps)
     "Contrastive ratio of one level: close to the teacher, far from the negatives."
     d_ap, d_an = _dists(f_s, f_t, f_n)
@@ -141,7 +145,7 @@ def dcr_loss(feats_s:Sequence[Tensor], # student features per level, each (b,c,h
              feats_t:Sequence[Tensor], # teacher features per level (detached here)
              feats_n:Sequence[Tensor], # negatives per level, each stacked (n,b,c,h,w) (detached here)
              weights:Sequence[float]=DCR_WEIGHTS, # one weight per level
-             eps:float=1e-7,
+             eps:float=DCR_EPS,
             )->tuple:                  # (scalar loss, `DCRState`)
     "Weighted sum over levels of the contrastive ratios; gradients reach only `feats_s`."
     if not len(feats_s) == len(feats_t) == len(feats_n) == len(weights):
@@ -275,3 +279,80 @@ def make_negatives(lq:Tensor,                # low-quality batch in [0,1], (b,c,
     "n independently degraded copies of `lq` (the history network then sees lq and these)."
     x = repeat(lq, 'b c h w -> (n b) c h w', n=n)
     return rearrange(degrade(x, generator, **degrade_kw), '(n b) c h w -> n b c h w', n=n)
+
+# %% ../nbs/05_losses.ipynb #3b5307cd
+# FAKD (He et al. 2020): A = F^T F of the channel-normalised features,  L_fakd = sum_l mean |A_s^l - A_t^l|
+def spatial_affinity(f:Tensor,       # feature map (b,c,h,w); computed in float32
+                     eps:float=1e-7, # added to each position's channel norm
+                    )->Tensor:       # (b, h*w, h*w) float32: cosine similarity of every pair of positions
+    "FAKD spatial affinity: the L2-normalised channel vectors of all positions, dotted pairwise."
+    if f.ndim != 4: raise ValueError(f"spatial_affinity: expected a (b,c,h,w) feature map, got shape {tuple(f.shape)}")
+    with torch.autocast(f.device.type, enabled=False):
+        f = f.float()
+        f = rearrange(f / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + eps), 'b c h w -> b c (h w)')
+        return einsum(f, f, 'b c p, b c q -> b p q')
+
+def fakd_loss(fs:Sequence[Tensor], # student features per layer, each (b,c_s,h,w)
+              ft:Sequence[Tensor], # teacher features per layer, each (b,c_t,h,w); NOT detached here
+             )->Tensor:            # scalar float32: sum over layer pairs of mean |A_s - A_t|
+    "FAKD: L1 distance between student and teacher spatial affinities, summed over the layer pairs."
+    fs, ft = list(fs), list(ft)
+    if len(fs) != len(ft):
+        raise ValueError(f"fakd_loss: {len(fs)} student and {len(ft)} teacher feature maps; expected one pair per layer")
+    if not fs: raise ValueError("fakd_loss: no feature pairs")
+    for i, (s, t) in enumerate(zip(fs, ft)):
+        for who, f in (('student', s), ('teacher', t)):
+            if f.ndim != 4:
+                raise ValueError(f"fakd_loss: pair {i}: {who} features have shape {tuple(f.shape)}, expected a (b,c,h,w) "
+                                 "map (reshape a token sequence (b,h*w,c) to a map first)")
+        if s.shape[0] != t.shape[0] or s.shape[2:] != t.shape[2:]:
+            raise ValueError(f"fakd_loss: pair {i}: student {tuple(s.shape)} and teacher {tuple(t.shape)} differ in "
+                             "batch or spatial size (only the channels may differ)")
+    return torch.stack([_l1(spatial_affinity(s), spatial_affinity(t)) for s, t in zip(fs, ft)]).sum()
+
+# %% ../nbs/05_losses.ipynb #b4b66732
+def _no_module(net:nn.Module, name:str, names:list)->str:
+    "Error message for an unknown module name, with close matches (or the top-level modules)."
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
+    top = [n for n in names if n and '.' not in n]
+    hint = (f"close matches: {', '.join(close)}" if close else
+            f"top-level modules: {', '.join(top[:12])}{', ...' if len(top) > 12 else ''}")
+    return f"FeatureTap: {type(net).__name__} has no module named {name!r}; {hint}"
+
+# %% ../nbs/05_losses.ipynb #c1befcf2
+class FeatureTap:
+    "Record the outputs of named submodules of `net` on every forward (forward hooks)."
+    def __init__(self, net:nn.Module,     # any network
+                 names:Sequence[str]|str, # module names as in `net.named_modules()`, e.g. 'layers.0.conv'
+                ):
+        names = [names] if isinstance(names, str) else list(names)
+        if not names: raise ValueError("FeatureTap: no module names")
+        mods = dict(net.named_modules())
+        missing = [n for n in names if n not in mods]
+        if missing: raise ValueError('\n'.join(_no_module(net, n, list(mods)) for n in missing))
+        self.names, self._out = names, {}
+        self._handles = [net.register_forward_pre_hook(lambda mod, args: self.clear())]
+        self._handles += [mods[n].register_forward_hook(partial(self._keep, n)) for n in dict.fromkeys(names)]
+
+    def _keep(self, name, mod, args, out): self._out[name] = out[0] if isinstance(out, (tuple, list)) else out
+
+    @property
+    def feats(self)->list:
+        "Outputs of the last forward in the order of `names`; [] before a forward or after `clear()`."
+        if not self._out: return []
+        if missing := [n for n in self.names if n not in self._out]:
+            raise RuntimeError(f"FeatureTap: module(s) {', '.join(missing)} did not run in the last forward")
+        return [self._out[n] for n in self.names]
+
+    def clear(self):
+        "Drop the recorded outputs."
+        self._out.clear()
+
+    def remove(self):
+        "Remove the hooks; the last recorded outputs stay in `feats`."
+        for h in self._handles: h.remove()
+        self._handles = []
+
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.remove()
+    def __repr__(self): return f"FeatureTap({self.names}, {'active' if self._handles else 'removed'})"

@@ -10,10 +10,11 @@ import numpy as np, torch
 import torch.nn.functional as F
 from einops import rearrange
 from skimage.metrics import structural_similarity
-from .data import imread, mod_crop, list_images, IMG_EXTS
+from .data import imread, tensor2img, mod_crop, list_images, IMG_EXTS
 
 # %% auto #0
-__all__ = ['to_y_channel', 'calculate_psnr', 'calculate_ssim', 'calculate_psnr_pt', 'calculate_ssim_pt', 'evaluate_folder']
+__all__ = ['to_y_channel', 'calculate_psnr', 'calculate_ssim', 'calculate_psnr_pt', 'calculate_ssim_pt', 'score_pair',
+           'evaluate_folder']
 
 # %% ../nbs/02_metrics.ipynb #215b72aa
 def to_y_channel(img:np.ndarray, # RGB (H,W,3) in [0,255], uint8 or float
@@ -108,6 +109,29 @@ def calculate_ssim_pt(img:torch.Tensor, # (B,C,H,W) in [0,1], RGB
     ssim = ((2*mu1*mu2 + c1)*(2*s12 + c2))/((mu1**2 + mu2**2 + c1)*(s11 + s22 + c2))
     return ssim.mean(dim=(1, 2, 3))
 
+# %% ../nbs/02_metrics.ipynb #ffe60d7b
+def _levels(img:np.ndarray|torch.Tensor)->np.ndarray:
+    "An image as HWC 8-bit levels: float in [0,1] (or a CHW tensor) clamped and rounded, uint8 as it is."
+    if isinstance(img, torch.Tensor): img = tensor2img(img)
+    img = np.asarray(img)
+    return img.astype(np.float32) if img.dtype == np.uint8 else np.round(np.clip(img, 0, 1)*255.)
+
+def score_pair(sr:np.ndarray|torch.Tensor, # SR image: HWC float in [0,1] or uint8, or a (1,)C,H,W tensor in [0,1]
+               gt:np.ndarray|torch.Tensor, # ground truth, the same forms; mod-cropped to `scale` here
+               scale:int,                  # the upscaling factor
+               *,
+               crop_border:int|None=None,  # default: `scale`
+               test_y_channel:bool=True,   # score the BT.601 Y channel (the SR convention)
+              )->dict:                     # {'psnr': dB, 'ssim'}
+    "PSNR and SSIM of one SR image against its ground truth, as SR papers report them: 8-bit, Y channel, border = scale."
+    crop_border = scale if crop_border is None else crop_border
+    sr, gt = _levels(sr), _levels(mod_crop(gt, scale))
+    if sr.shape != gt.shape:
+        raise ValueError(f'size mismatch: SR {sr.shape[0]}x{sr.shape[1]}, ground truth {gt.shape[0]}x{gt.shape[1]} '
+                         f'after mod_crop to scale {scale}')
+    return dict(psnr=calculate_psnr(sr, gt, crop_border, test_y_channel=test_y_channel),
+                ssim=calculate_ssim(sr, gt, crop_border, test_y_channel=test_y_channel))
+
 # %% ../nbs/02_metrics.ipynb #81286cd3
 def evaluate_folder(sr_dir:str|Path, # super-resolved images
                     hr_dir:str|Path, # ground truth
@@ -126,11 +150,10 @@ def evaluate_folder(sr_dir:str|Path, # super-resolved images
         stem = filename_tmpl.format(hp.stem)
         sp = next((p for e in (hp.suffix, *IMG_EXTS) if (p := sr_dir/f'{stem}{e}').is_file()), None)
         if sp is None: raise FileNotFoundError(f'no SR image for HR {hp}: expected {sr_dir/(stem + hp.suffix)}')
-        hr, sr = [np.round(x*255.) for x in (mod_crop(imread(hp), scale), imread(sp))]
+        hr, sr = mod_crop(imread(hp), scale), imread(sp)
         if hr.shape != sr.shape:
             raise ValueError(f'size mismatch: SR {sp} is {sr.shape[0]}x{sr.shape[1]}, HR {hp} is '
                              f'{hr.shape[0]}x{hr.shape[1]} after mod_crop to scale {scale}')
-        per[hp.stem] = dict(psnr=calculate_psnr(sr, hr, crop_border, test_y_channel=test_y_channel),
-                            ssim=calculate_ssim(sr, hr, crop_border, test_y_channel=test_y_channel))
+        per[hp.stem] = score_pair(sr, hr, scale, crop_border=crop_border, test_y_channel=test_y_channel)
     return dict(psnr=float(np.mean([v['psnr'] for v in per.values()])),
                 ssim=float(np.mean([v['ssim'] for v in per.values()])), per_image=per)

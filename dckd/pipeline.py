@@ -8,14 +8,15 @@ import contextlib, json, os, shutil
 from dataclasses import fields
 from pathlib import Path
 import numpy as np
-from .core import atomic_write_text
 from .data import imread, imwrite, imresize, mod_crop, list_images, extract_subimages
+from .artifacts import RUN_CONFIG, split_dir, set_dirs, pairs_dirs, lr_file, write_json, lr_folder, load_run_net
+_all_ = ['write_json', 'lr_folder', 'load_run_net']   # moved to dckd.artifacts, importable from here as before
 
 # %% auto #0
 __all__ = ['DEFAULT_TRAIN', 'DEFAULT_VAL', 'PAPER_ITERS', 'VARIANTS', 'skimage_image', 'write_default_data', 'prepare_split',
-           'holdout_split', 'write_json', 'budget_dcr_weight', 'variant_switches', 'check_params', 'check_params_file',
-           'check_workspace', 'demo_prepared', 'lr_folder', 'bicubic_net', 'evaluate_net', 'load_run_net',
-           'reset_if_changed', 'fresh_run']
+           'holdout_split', 'budget_dcr_weight', 'variant_switches', 'variant_config', 'check_params',
+           'check_params_file', 'check_workspace', 'demo_prepared', 'bicubic_net', 'evaluate_net', 'reset_if_changed',
+           'fresh_run', 'write_json', 'lr_folder', 'load_run_net']
 
 # %% ../nbs/09_pipeline.ipynb #5426a3e6
 DEFAULT_TRAIN = ('chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry',
@@ -45,7 +46,7 @@ def write_default_data(out_dir:str|Path, # gets `train/` and `val/` folders of P
 
 # %% ../nbs/09_pipeline.ipynb #44b96d9c
 def prepare_split(src_dir:str|Path, # folder of HR images
-                  out_dir:str|Path, # gets `HR/` and `LR/X{scale}/`
+                  out_dir:str|Path, # the image set to write (`dckd.artifacts.set_dirs`)
                   scale:int, # downscaling factor
                   crop_size:int|None=None, # cut into sub-images of this side (None: whole images)
                   step:int|None=None, # sub-image stride (default: crop_size // 2)
@@ -56,7 +57,7 @@ def prepare_split(src_dir:str|Path, # folder of HR images
     src, out = Path(src_dir), Path(out_dir)
     srcs = list_images(src) if files is None else [Path(f) for f in files]
     if not srcs: raise FileNotFoundError(f'{src}: no images found (expected PNG/JPEG/TIFF/BMP files)')
-    hr_dir, lr_dir = out/'HR', out/'LR'/f'X{scale}'
+    hr_dir, lr_dir = set_dirs(out, scale)
     if crop_size:
         if crop_size % scale: raise ValueError(f'crop_size {crop_size} is not a multiple of scale {scale}')
         hrs = extract_subimages(src, hr_dir, crop_size=crop_size, step=step or crop_size//2, thresh_size=thresh_size, files=srcs)
@@ -67,7 +68,7 @@ def prepare_split(src_dir:str|Path, # folder of HR images
         hr = mod_crop(imread(p), scale)
         if hr.shape[0] < scale or hr.shape[1] < scale: raise ValueError(f'{p}: {hr.shape[:2]} is smaller than scale {scale}')
         imwrite(p, hr)
-        imwrite(lr_dir/f'{p.stem}x{scale}.png', imresize(hr, 1/scale))
+        imwrite(lr_file(lr_dir, p, scale), imresize(hr, 1/scale))
         n_px += hr.shape[0]*hr.shape[1]
     return dict(sources=len(srcs), pairs=len(hrs), scale=scale, hr_megapixels=round(n_px/1e6, 3),
                 hr_dir=hr_dir.as_posix(), lr_dir=lr_dir.as_posix())
@@ -80,16 +81,10 @@ def holdout_split(src_dir:str|Path, # folder of images
     if every < 2 or len(fs) < every: raise ValueError(f'holdout every {every}: expected 2 <= every <= {len(fs)} (the images in {src_dir})')
     return [f for i, f in enumerate(fs, 1) if i % every], [f for i, f in enumerate(fs, 1) if not i % every]
 
-# %% ../nbs/09_pipeline.ipynb #92a62eb6
-def write_json(path:str|Path, obj)->Path:
-    "Write `obj` as indented JSON, atomically."
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + '\n'); return Path(path)
-
 # %% ../nbs/09_pipeline.ipynb #d3ebca45
-_TERMS = ('use_pix', 'use_kd', 'use_lcr', 'use_dcr', 'use_dmm')
-_KD = dict(use_pix=True, use_kd=True, use_lcr=False, use_dcr=False, use_dmm=False)
-_KD_DCR = dict(_KD, use_dcr=True)
-_DCKD = dict(_KD, use_lcr=True, use_dcr=True, use_dmm=True)
+# a variant is a named set of loss terms (weighted as the run weights them, unless it says otherwise) and its changes
+_KD, _KD_DCR = ('pix', 'kd'), ('pix', 'kd', 'dcr')
+_DCKD = ('pix', 'kd', 'lcr', 'dcr', 'dmm')
 PAPER_ITERS = 250_000   # the paper's budget (METHOD.md), where `dckd_budget` is the paper's setting
 
 def budget_dcr_weight(iters:int, # the run's iteration budget
@@ -100,54 +95,67 @@ def budget_dcr_weight(iters:int, # the run's iteration budget
     return w * min(1., iters / PAPER_ITERS) ** alpha
 
 VARIANTS = {
-    'scratch':          dict(use_pix=True, use_kd=False, use_lcr=False, use_dcr=False, use_dmm=False),
-    'kd':               _KD,
-    'kd_lcr':           dict(_KD, use_lcr=True),
-    'kd_dcr':           _KD_DCR,
-    'kd_dmm':           dict(_KD, use_dmm=True),
-    'dckd':             _DCKD,
-    'dckd_official_ce': dict(_DCKD, reference_ce=True),
+    'scratch':          dict(losses=('pix',)),
+    'kd':               dict(losses=_KD),
+    'kd_lcr':           dict(losses=_KD + ('lcr',)),
+    'kd_dcr':           dict(losses=_KD_DCR),
+    'kd_dmm':           dict(losses=_KD + ('dmm',)),
+    'dckd':             dict(losses=_DCKD),
+    'dckd_official_ce': dict(losses=_DCKD, reference_ce=True),
+    # FAKD (He et al. 2020): spatial affinities of the layer pairs `fakd_layers`, with output KD and with DCKD
+    'fakd':             dict(losses=_KD + ('fakd',)),
+    'dckd_fakd':        dict(losses=_DCKD + ('fakd',)),
     # the study of when DCR helps (nbs/11_study.ipynb): kd_dcr with one change each; a callable is a rule
     # applied to the run's own settings (the `distill` keys after the budget's overrides)
-    'kd_dcr_w0':        dict(_KD_DCR, w_dcr=0.),      # H1: DCR computed and logged, no gradient (kd's trajectory)
-    'kd_dcr_w003':      dict(_KD_DCR, w_dcr=0.03),    # H1: a third of the paper's weight
-    'kd_dcr_w001':      dict(_KD_DCR, w_dcr=0.01),    # H1: a tenth
-    'kd_dcr_tneg':      dict(_KD_DCR, neg_net='teacher'),   # H2: static negatives, the teacher on the degraded copies
-    'kd_dcr_once':      dict(_KD_DCR, history_period=lambda k: k['history_steps'][0],   # H2: one early refresh
+    'kd_dcr_w0':        dict(losses=_KD_DCR, weights=dict(dcr=0.)),     # H1: DCR computed and logged, no gradient
+    'kd_dcr_w003':      dict(losses=_KD_DCR, weights=dict(dcr=0.03)),   # H1: a third of the paper's weight
+    'kd_dcr_w001':      dict(losses=_KD_DCR, weights=dict(dcr=0.01)),   # H1: a tenth
+    'kd_dcr_tneg':      dict(losses=_KD_DCR, neg_net='teacher'),   # H2: static negatives, the teacher on the degraded copies
+    'kd_dcr_once':      dict(losses=_KD_DCR, history_period=lambda k: k['history_steps'][0],   # H2: one early refresh
                              history_steps=lambda k: [k['history_steps'][0], 10**9]),
-    'kd_dcr_rare':      dict(_KD_DCR, history_steps=lambda k: [10 * s for s in k['history_steps']],  # H2: 10x rarer
+    'kd_dcr_rare':      dict(losses=_KD_DCR, history_steps=lambda k: [10 * s for s in k['history_steps']],  # H2: 10x rarer
                              history_period=lambda k: 10 * k['history_period']),
-    'kd_lowlr':         dict(_KD, lr=lambda k: k['lr'] / 4),       # H3: a quarter of the learning rate
-    'kd_dcr_lowlr':     dict(_KD_DCR, lr=lambda k: k['lr'] / 4),
-    'kd_dcr_shallow':   dict(_KD_DCR, dcr_weights=[1/32, 1/16, 1/8, 1/4, 0.]),  # H4: levels 0-3 only
-    'kd_dcr_deep':      dict(_KD_DCR, dcr_weights=[0., 0., 0., 0., 1.]),        # H4: the deepest level only
+    'kd_lowlr':         dict(losses=_KD, lr=lambda k: k['lr'] / 4),       # H3: a quarter of the learning rate
+    'kd_dcr_lowlr':     dict(losses=_KD_DCR, lr=lambda k: k['lr'] / 4),
+    'kd_dcr_shallow':   dict(losses=_KD_DCR, dcr_weights=[1/32, 1/16, 1/8, 1/4, 0.]),  # H4: levels 0-3 only
+    'kd_dcr_deep':      dict(losses=_KD_DCR, dcr_weights=[0., 0., 0., 0., 1.]),        # H4: the deepest level only
     # budget-aware DCKD (fixed on the study's validation split before the budget curve): all five terms, the DCR
     # weight grows with the budget as sqrt(iters / 250k) up to the paper's 0.1; everything else is the run's own
-    'dckd_budget':      dict(_DCKD, w_dcr=lambda k: budget_dcr_weight(k['iters'])),
+    'dckd_budget':      dict(losses=_DCKD, weights=dict(dcr=lambda k: budget_dcr_weight(k['iters']))),
 }
 
 def variant_switches(name:str, # a key of `VARIANTS`
-                     knobs:dict|None=None, # the run's other settings, for variants whose values are rules
-                    )->dict: # config keys: the loss switches (`reference_ce` included) and the variant's changes
-    "The config keys an ablation variant sets."
+                     knobs:dict|None=None, # the run's other settings: its term weights, and what rules read
+                    )->dict: # config keys: `losses`, `reference_ce` and the variant's changes
+    "The config keys an ablation variant sets: its terms with the run's weights (or the variant's own), and its changes."
     if name not in VARIANTS: raise ValueError(f'unknown variant {name!r}; variants: {", ".join(VARIANTS)}')
-    v = {'reference_ce': False, **VARIANTS[name]}
-    if any(callable(x) for x in v.values()):
-        if knobs is None: raise ValueError(f'variant {name!r} is a rule over the run\'s settings: pass them as `knobs`')
-        from dckd.distill import DistillConfig
-        base = DistillConfig.from_dict({k: x for k, x in knobs.items() if k in {f.name for f in fields(DistillConfig)}}).to_dict()
-        v = {k: (x(base) if callable(x) else x) for k, x in v.items()}
-    return v
+    v = dict(VARIANTS[name]); terms, own = v.pop('losses'), v.pop('weights', {})
+    if any(callable(x) for x in (*v.values(), *own.values())) and knobs is None:
+        raise ValueError(f'variant {name!r} is a rule over the run\'s settings: pass them as `knobs`')
+    from dckd.distill import DistillConfig, WEIGHTS, _LEGACY
+    keys = {f.name for f in fields(DistillConfig)} | set(_LEGACY)
+    base = DistillConfig.from_dict({k: x for k, x in knobs.items() if k in keys}).to_dict() if knobs is not None else {}
+    ev = lambda x: x(base) if callable(x) else x
+    run_w = base.get('losses') or {}   # the run's own weights (the paper's by default)
+    losses = {t: float(ev(own[t])) if t in own else run_w.get(t, WEIGHTS[t]) for t in terms}
+    return {'reference_ce': False, 'losses': losses, **{k: ev(x) for k, x in v.items()}}
+
+def variant_config(name:str, # a key of `VARIANTS`
+                   knobs:dict, # the run's settings (the `distill` keys after the budget's overrides)
+                  )->dict:   # the run's configuration with the variant applied
+    "`knobs` with variant `name` applied (old `use_*`/`w_*` keys in `knobs` are folded into `losses` first)."
+    from dckd.distill import _legacy_losses
+    return {**_legacy_losses({k: x for k, x in knobs.items()}), **variant_switches(name, knobs)}
 
 # %% ../nbs/09_pipeline.ipynb #2353a5b8
 def check_params(params:dict, # the parsed params.yaml
                 )->dict:      # {'ok': True, 'variants': [...]} when every stage's configuration is valid
     "Validate the configurations the pipeline's stages will build; raise `ConfigError` listing every problem."
-    from dckd.distill import DistillConfig, ConfigError, _arch
-    from dckd.archs import check_arch
+    from dckd.distill import DistillConfig, ConfigError
+    from dckd.archs import check_arch, resolve_arch
     errs, scale = [], (params.get('base') or {}).get('scale', 2)
     def arch_ok(where, d):
-        try: check_arch(_arch(d, None, scale, where))
+        try: check_arch(resolve_arch(d, None, scale, where))
         except (ConfigError, TypeError, ValueError) as e: errs.append(f'{where}: {e}')
     def cfg_ok(where, d):
         try:
@@ -177,7 +185,7 @@ def check_params(params:dict, # the parsed params.yaml
                     f"'dckd' and ablation.seeds {seed} (variants {variants}, seeds {ab.get('seeds')})")
     for v in variants:
         if v in VARIANTS:
-            try: cfg_ok(f'ablation variant {v!r}', {**knobs, 'scale': scale, **variant_switches(v, knobs)})
+            try: cfg_ok(f'ablation variant {v!r}', {**variant_config(v, knobs), 'scale': scale})
             except (ConfigError, TypeError, ValueError) as e: errs.append(f'ablation variant {v!r}: {e}')
     if errs: raise ConfigError('params.yaml is not valid; nothing was run:\n- ' + '\n- '.join(errs))
     return dict(ok=True, variants=variants)
@@ -204,25 +212,19 @@ def check_workspace(cwd:str|Path|None=None, # the stage's working directory (def
 
 # %% ../nbs/09_pipeline.ipynb #049a210d
 def demo_prepared(out_dir:str|Path, scale:int=2, size:int=96)->Path:
-    "A tiny prepared data set (train/ and val/ with HR and LR/X{scale}) from scikit-image's images."
+    "A tiny prepared data set (the `train` and `val` image sets of the prepare stage) from scikit-image's images."
     out = Path(out_dir)
-    if (out/'val'/'LR'/f'X{scale}').is_dir(): return out
+    if pairs_dirs(out, 'val', scale)[1].is_dir(): return out
     src = out/'_src'
     for split, names in (('train', ('chelsea', 'coffee')), ('val', ('astronaut',))):
         for n in names:
             im = skimage_image(n); h, w = im.shape[:2]
             imwrite(src/split/f'{n}.png', im[(h - size)//2:(h + size)//2, (w - size)//2:(w + size)//2])
-        prepare_split(src/split, out/split, scale)
+        prepare_split(src/split, split_dir(out, split), scale)
     shutil.rmtree(src)
     return out
 
 # %% ../nbs/09_pipeline.ipynb #c3860d3c
-def lr_folder(set_dir:str|Path, scale:int)->Path:
-    "The LR folder of a benchmark set: `LR/X{s}` or `LR_bicubic/X{s}`."
-    for sub in ('LR', 'LR_bicubic'):
-        if (p := Path(set_dir)/sub/f'X{scale}').is_dir(): return p
-    raise FileNotFoundError(f'{set_dir}: no LR/X{scale} or LR_bicubic/X{scale} folder (expected the BasicSR layout HR/ + LR_bicubic/X{scale}/)')
-
 def bicubic_net(scale:int):
     "MATLAB bicubic upscaling as a module, so it is scored like the networks."
     import torch
@@ -238,36 +240,19 @@ def evaluate_net(net, # SR network (or `bicubic_net(scale)`)
                 )->dict: # {'psnr', 'ssim', 'per_image': {name: {'psnr', 'ssim'}}}
     "Y-channel PSNR/SSIM (8-bit outputs, border = scale) of `net` on one benchmark folder."
     import torch
-    from dckd.data import PairedImageDataset, tensor2img
-    from dckd.metrics import calculate_psnr, calculate_ssim
-    ds = PairedImageDataset(Path(set_dir)/'HR', lr_folder(set_dir, scale), scale=scale, phase='val')
+    from dckd.data import PairedImageDataset
+    from dckd.metrics import score_pair
+    ds = PairedImageDataset(*set_dirs(set_dir, scale, existing=True), scale=scale, phase='val')
     dev = next((p.device for p in net.parameters()), torch.device('cpu'))
     net.eval(); per = {}
     with torch.inference_mode():
         for item in ds:
             gt = item['gt']; sr = net(item['lq'][None].to(dev)).float().cpu()[0, :, :gt.shape[-2], :gt.shape[-1]]
-            sr8, gt8 = (np.round(tensor2img(x)*255) for x in (sr, gt))
             name = Path(item['gt_path']).stem
-            per[name] = dict(psnr=calculate_psnr(sr8, gt8, scale, test_y_channel=True),
-                             ssim=calculate_ssim(sr8, gt8, scale, test_y_channel=True))
-            if sr_dir is not None: imwrite(Path(sr_dir)/f'{name}.png', sr8.astype(np.uint8))
+            per[name] = score_pair(sr, gt, scale)
+            if sr_dir is not None: imwrite(Path(sr_dir)/f'{name}.png', sr)   # the 8-bit levels scored
     return dict(psnr=float(np.mean([v['psnr'] for v in per.values()])),
                 ssim=float(np.mean([v['ssim'] for v in per.values()])), per_image=per)
-
-# %% ../nbs/09_pipeline.ipynb #3256e320
-def load_run_net(run_dir:str|Path, # a distillation run's out_dir (config.yaml, models/net_g_latest.pth)
-                 key:str='params_ema', # the EMA student by default, as the paper evaluates
-                ):
-    "Rebuild and load the student of a finished `dckd.distill` run."
-    import yaml
-    from dckd.archs import build_net, DCKD_STUDENT
-    from dckd.checkpoint import load_weights
-    from dckd.distill import _arch
-    run = Path(run_dir)
-    if not (run/'config.yaml').is_file(): raise FileNotFoundError(f'{run}/config.yaml: not a dckd.distill run folder')
-    cfg = yaml.safe_load((run/'config.yaml').read_text())
-    arch = _arch(cfg.get('student'), DCKD_STUDENT, cfg['scale'], 'student')
-    return load_weights(build_net(arch), run/'models'/'net_g_latest.pth', key=key)
 
 # %% ../nbs/09_pipeline.ipynb #2cf50d7d
 _BOOKKEEPING = ('resume', 'progress', 'log_every', 'val_every', 'ckpt_every', 'num_workers', 'device', 'grad_every')
@@ -278,10 +263,10 @@ def _diff(new:dict, prev:dict)->list:
 def reset_if_changed(out_dir:str|Path, # a run folder (may not exist)
                      cfg:dict, # the configuration about to run
                     )->bool: # True when an old, different run was removed
-    "Remove `out_dir` when its `config.yaml` describes another run than `cfg`."
+    "Remove `out_dir` when its run configuration (`RUN_CONFIG`) describes another run than `cfg`."
     import yaml
     from dckd.distill import DistillConfig
-    out = Path(out_dir); old = out/'config.yaml'
+    out = Path(out_dir); old = out/RUN_CONFIG
     if not old.is_file(): return False
     new = DistillConfig.from_dict(cfg).to_dict()
     diff = _diff(new, _config_of(out))
@@ -293,7 +278,7 @@ def _config_of(run:Path)->dict|None:
     "A run's configuration, completed with today's defaults for keys added since it was written."
     import yaml
     from dckd.distill import DistillConfig, ConfigError
-    f = run/'config.yaml'
+    f = run/RUN_CONFIG
     if not f.is_file(): return None
     d = yaml.safe_load(f.read_text()) or {}
     try: return DistillConfig.from_dict(d).to_dict()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_plots.ipynb #89db7bf3
 from __future__ import annotations
-import json, math, os, re, warnings
+import json, math, os, re
 from collections.abc import Mapping
 from pathlib import Path
 import numpy as np, torch
@@ -14,11 +14,13 @@ from .core import atomic_path, atomic_write_text
 from .data import img2tensor, tensor2img, imresize
 from .metrics import calculate_psnr
 from .losses import DCR_WEIGHTS
+from .runlog import RunLog, read_live
+_all_ = ['read_live']   # re-exported: `dckd.plots.read_live` is `dckd.runlog.read_live`
 
 # %% auto #0
-__all__ = ['read_live', 'read_refreshes', 'synthetic_run', 'contrastive_state', 'training_curves', 'gradient_share', 'code_stats',
-           'code_maps', 'ablation_table', 'format_table', 'ablation_chart', 'paired_deltas', 'delta_chart', 'pick_box',
-           'panel_psnr', 'visual_crops', 'sr_panels']
+__all__ = ['read_refreshes', 'synthetic_run', 'contrastive_state', 'training_curves', 'gradient_share', 'code_stats', 'code_maps',
+           'ablation_table', 'format_table', 'ablation_chart', 'paired_deltas', 'delta_chart', 'pick_box', 'panel_psnr',
+           'visual_crops', 'sr_panels', 'read_live']
 
 # %% ../nbs/10_plots.ipynb #7524bb39
 def _fig(w:float, h:float):
@@ -33,69 +35,6 @@ def _save(fig, path:str|Path|None, dpi:int=110):
             fig.savefig(tmp, format='png', dpi=dpi)
             um = os.umask(0); os.umask(um); os.chmod(tmp, 0o666 & ~um)   # a report figure, readable like any new file
     return fig
-
-# %% ../nbs/10_plots.ipynb #9e25b7f6
-def _clean(steps, vals)->tuple:
-    "Sort by step, keep the last value of a repeated step."
-    s, v = np.asarray(steps, np.int64), np.asarray(vals, np.float64)
-    o = np.argsort(s, kind='stable'); s, v = s[o], v[o]
-    keep = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, bool)
-    return s[keep], v[keep]
-
-def _read_tsv(f:Path)->tuple:
-    "(steps, values) of one DVCLive metric file."
-    lines = [l for l in f.read_text().splitlines() if l.strip()]
-    if not lines: return np.zeros(0, np.int64), np.zeros(0)
-    hdr = lines[0].split('\t')
-    if 'step' not in hdr or len(hdr) < 2:
-        raise ValueError(f"{f}: expected a tab-separated header with a 'step' column and a value column, got {hdr}")
-    i = hdr.index('step')
-    j = hdr.index(f.stem) if f.stem in hdr else max(k for k, h in enumerate(hdr) if h not in ('step', 'timestamp'))
-    steps, vals = [], []
-    for n, l in enumerate(lines[1:], 2):
-        r = l.split('\t')
-        try: steps.append(int(float(r[i]))); vals.append(float(r[j]))
-        except (ValueError, IndexError): raise ValueError(f'{f}, line {n}: expected numbers in columns {hdr[i]!r} and {hdr[j]!r}, got {l!r}') from None
-    return _clean(steps, vals)
-
-def _read_jsonl(f:Path)->dict:
-    "{name: (steps, values)} from the JSON-lines fallback."
-    text, out = f.read_text(), {}
-    lines = text.splitlines()
-    for n, l in enumerate(lines, 1):
-        if not l.strip(): continue
-        try: d = json.loads(l)
-        except json.JSONDecodeError:
-            if n == len(lines) and not text.endswith('\n'):   # a line cut short by a crash: drop it
-                warnings.warn(f'{f}: ignoring an incomplete last line'); break
-            raise ValueError(f'{f}, line {n}: not a JSON object: {l[:80]!r}') from None
-        if not isinstance(d, dict) or 'step' not in d: raise ValueError(f"{f}, line {n}: expected a JSON object with a 'step' key")
-        for k, v in d.items():
-            if k != 'step' and isinstance(v, (int, float)): out.setdefault(k, ([], []))[0].append(d['step']); out[k][1].append(v)
-    return {k: _clean(*v) for k, v in out.items()}
-
-def _live_dir(p:str|Path)->Path:
-    "The DVCLive folder: `p` itself, or `p/live` when `p` is a run's out_dir."
-    p = Path(p)
-    if not p.is_dir(): raise FileNotFoundError(f'{p}: no such folder; expected a DVCLive folder or a run out_dir holding live/')
-    has = lambda d: (d/'plots'/'metrics').is_dir() or (d/'metrics.jsonl').is_file()
-    if not has(p) and has(p/'live'): p = p/'live'
-    return p
-
-# %% ../nbs/10_plots.ipynb #ed6e1853
-def read_live(live_dir:str|Path, # DVCLive folder (`<out_dir>/live`) or the run's out_dir
-             )->dict: # {name: (steps int64 array, values float64 array)}
-    "Every metric of a run, from DVCLive's `plots/metrics/**/*.tsv` and/or the `metrics.jsonl` fallback."
-    d = _live_dir(live_dir)
-    out = _read_jsonl(d/'metrics.jsonl') if (d/'metrics.jsonl').is_file() else {}
-    root = d/'plots'/'metrics'
-    for f in sorted(root.rglob('*.tsv')) if root.is_dir() else []:
-        name = f.relative_to(root).with_suffix('').as_posix()
-        s, v = _read_tsv(f)
-        if name in out: s, v = _clean(np.r_[out[name][0], s], np.r_[out[name][1], v])
-        out[name] = (s, v)
-    if not out: raise FileNotFoundError(f'{d}: no metrics found; expected plots/metrics/*.tsv (DVCLive) or metrics.jsonl')
-    return dict(sorted(out.items()))
 
 # %% ../nbs/10_plots.ipynb #ff8bbba3
 def read_refreshes(out_dir:str|Path, # the run's out_dir (or its live/ folder)
@@ -137,17 +76,13 @@ class _TsvLive:
         atomic_write_text(self.d/'metrics.json', json.dumps(summ, indent=4))
 
 class _JsonlLive:
-    "dckd.distill's fallback: live/metrics.jsonl."
+    "RunLog's fallback: live/metrics.jsonl."
     def __init__(self, d:Path): Path(d).mkdir(parents=True, exist_ok=True); self.f = open(Path(d)/'metrics.jsonl', 'w')
     def log(self, it:int, m:dict): self.f.write(json.dumps(dict(step=it, **m)) + '\n')
     def close(self): self.f.close()
 
 def _logger(out:Path, writer:str):
-    if writer == 'auto':
-        try:
-            from dckd.distill import _Logger
-            return _Logger(out, False, 0)
-        except ImportError: writer = 'tsv'
+    if writer == 'auto': return RunLog(out)   # the trainer's writer (DVCLive, or JSON lines without dvclive)
     if writer == 'tsv': return _TsvLive(out/'live')
     if writer == 'jsonl': return _JsonlLive(out/'live')
     raise ValueError(f"writer must be 'auto', 'tsv' or 'jsonl', got {writer!r}")
@@ -161,7 +96,7 @@ def synthetic_run(out_dir:str|Path, # where live/ and history_refresh.json go
                   gain:float=0.,    # dB added to the validation PSNR (to tell variants apart)
                   terms:tuple=('pix', 'kd', 'lcr', 'dcr', 'dmm'), # loss terms switched on
                   seed:int=0,       # noise seed
-                  writer:str='auto', # 'auto' (dckd.distill's logger), 'tsv' (DVCLive layout) or 'jsonl'
+                  writer:str='auto', # 'auto' (`dckd.runlog.RunLog`, the trainer's writer), 'tsv' (DVCLive layout) or 'jsonl'
                  )->Path:           # out_dir
     "Write a fake DCKD run (curves shaped like a real one) in the format `dckd.distill` writes; for demos and tests."
     out, rng = Path(out_dir), np.random.default_rng(seed)

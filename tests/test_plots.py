@@ -1,4 +1,4 @@
-"dckd.plots: figures render (and write readable PNGs only when asked), read_live round trips, table numbers, code-map stats."
+"dckd.plots: figures render (and write readable PNGs only when asked), synthetic runs and refreshes read back, table numbers, code-map stats (the run log itself: test_runlog.py)."
 import json, math, os, subprocess, sys
 from pathlib import Path
 import numpy as np
@@ -48,37 +48,34 @@ def _image(h=64, w=64, seed=0):
 # ---------------------------------------------------------------- reading runs
 
 def test_import_is_light():
-    code = "import sys, dckd.plots; bad = [m for m in ('matplotlib', 'seaborn', 'dvclive') if m in sys.modules]; assert not bad, bad"
+    code = ("import sys, dckd.plots; bad = [m for m in ('matplotlib', 'seaborn', 'dvclive', 'dckd.distill') if m in sys.modules]; "
+            "assert not bad, bad")
     subprocess.run([sys.executable, '-c', code], check=True)
 
 
-def test_read_live_roundtrip_real_logger(tmp_path):
-    "What dckd.distill's own logger writes (DVCLive or its JSON-lines fallback) reads back exactly."
-    try: from dckd.distill import _Logger
-    except ImportError as e: pytest.skip(f'dckd.distill not importable: {e}')
-    want = {}
-    log = _Logger(tmp_path, False, 0)
-    for it in (1, 2, 5, 10):
-        m = {'train/pix': 0.5/it, 'dcr/l0/d_ap': 0.1*it, 'dcr/l0/d_an': 1. + it, 'history/refresh': float(it in (2, 10)), 'lr': 1e-4}
-        log.log(it, m)
-        for k, v in m.items(): want.setdefault(k, []).append((it, v))
-    log.log(10, {'val/psnr': 31.25, 'val/ssim': 0.9125}); want['val/psnr'] = [(10, 31.25)]; want['val/ssim'] = [(10, 0.9125)]
-    log.close()
-    for where in (tmp_path/'live', tmp_path):   # the live folder or the run's out_dir
-        live = read_live(where)
-        assert set(want) <= set(live), sorted(live)
-        for k, rows in want.items():
-            s, v = live[k]
-            assert s.dtype == np.int64 and s.tolist() == [r[0] for r in rows], k
-            np.testing.assert_allclose(v, [r[1] for r in rows], rtol=1e-12, err_msg=k)
-    assert read_refreshes(tmp_path).tolist() == [2, 10]
+def test_read_live_is_runlogs():
+    "The reader lives in dckd.runlog; dckd.plots re-exports it (nbs/11_study, nbs/12_explorer and users call plots.read_live)."
+    import dckd.plots, dckd.runlog
+    assert read_live is dckd.runlog.read_live and 'read_live' in dckd.plots.__all__
+
+
+def test_read_refreshes(tmp_path):
+    "The logged history/refresh flags (written by the trainer's RunLog), plus history_refresh.json, sorted."
+    from dckd.runlog import RunLog
+    with RunLog(tmp_path) as log:
+        for it in (1, 2, 5, 10): log.log(it, {'train/pix': 0.5/it, 'history/refresh': float(it in (2, 10))})
+    assert read_refreshes(tmp_path).tolist() == [2, 10] and read_refreshes(tmp_path/'live').tolist() == [2, 10]
     # the checkpoint file adds refreshes the logs do not have (and the union is sorted)
     (tmp_path/'history_refresh.json').write_text(json.dumps(dict(iterations=[2, 4], steps=[2], period=100, upto=4)))
     assert read_refreshes(tmp_path).tolist() == [2, 4, 10]
+    assert read_refreshes(tmp_path/'no'/'run').tolist() == []   # no run there: no refreshes
+    (tmp_path/'history_refresh.json').write_text('{"iters": [1]}')
+    with pytest.raises(ValueError, match="'iterations'"): read_refreshes(tmp_path)
 
 
-@pytest.mark.parametrize('writer', ['tsv', 'jsonl'])
-def test_read_live_layouts(tmp_path, writer):
+@pytest.mark.parametrize('writer', ['auto', 'tsv', 'jsonl'])
+def test_synthetic_run_layouts(tmp_path, writer):
+    "synthetic_run's three writers ('auto' is the trainer's RunLog) log alike, as dckd.distill does, and read back."
     run = synthetic_run(tmp_path/writer, iters=300, log_every=20, val_every=100, refresh_every=70, writer=writer)
     live = read_live(run)
     assert {'train/total', 'lr', 'val/psnr', 'dcr/l4/ratio', 'history/refresh'} <= set(live)
@@ -87,32 +84,18 @@ def test_read_live_layouts(tmp_path, writer):
     assert live['train/pix'][0].tolist() == sorted(set(range(20, 301, 20)) | {70, 140, 210, 280})
     np.testing.assert_allclose(live['dcr/l2/ratio'][1], live['dcr/l2/d_ap'][1]/(live['dcr/l2/d_an'][1] + 1e-7), rtol=1e-9)
     assert read_refreshes(run).tolist() == [70, 140, 210, 280]
+    with pytest.raises(ValueError, match="writer must be"): synthetic_run(tmp_path/'x', iters=10, writer='csv')
 
 
-def test_read_live_tsv_details(tmp_path):
-    d = tmp_path/'live'/'plots'/'metrics'/'train'
-    d.mkdir(parents=True)
-    (d/'pix.tsv').write_text('step\tpix\n5\t0.5\n1\t0.1\n5\t0.7\n')   # out of order, step 5 logged twice (a resume)
-    (d/'old.tsv').write_text('timestamp\tstep\told\n1700000000\t3\t2.5\n')   # older DVCLive: a timestamp column
-    live = read_live(tmp_path)
-    assert live['train/pix'][0].tolist() == [1, 5] and live['train/pix'][1].tolist() == [0.1, 0.7]
-    assert live['train/old'][0].tolist() == [3] and live['train/old'][1].tolist() == [2.5]
-    (d/'bad.tsv').write_text('step\tbad\n1\tnan-ish\n')
-    with pytest.raises(ValueError, match=r'bad\.tsv, line 2'): read_live(tmp_path)
-
-
-def test_read_live_jsonl_truncated_and_errors(tmp_path):
-    d = tmp_path/'live'; d.mkdir()
-    (d/'metrics.jsonl').write_text('{"step": 1, "train/pix": 0.5}\n{"step": 2, "train/pix": 0.25}\n{"step": 3, "train/p')
-    with pytest.warns(UserWarning, match='incomplete last line'): live = read_live(tmp_path)
-    assert live['train/pix'][0].tolist() == [1, 2]
-    (d/'metrics.jsonl').write_text('{"step": 1, "train/pix": 0.5}\nnot json\n{"step": 2}\n')
-    with pytest.raises(ValueError, match='line 2'): read_live(d)
-    with pytest.raises(FileNotFoundError, match='no such folder'): read_live(tmp_path/'nope')
-    (d/'metrics.jsonl').unlink()
-    with pytest.raises(FileNotFoundError, match='no metrics found'): read_live(d)
-    (tmp_path/'history_refresh.json').write_text('{"iters": [1]}')
-    with pytest.raises(ValueError, match="'iterations'"): read_refreshes(tmp_path)
+def test_synthetic_run_auto_writes_what_the_trainer_writes(tmp_path):
+    "writer='auto' goes through dckd.runlog.RunLog (DVCLive here), and never imports the trainer."
+    pytest.importorskip('dvclive')
+    code = (f"import sys; from dckd.plots import synthetic_run; synthetic_run({str(tmp_path/'r')!r}, iters=40, log_every=10, "
+            "val_every=20, refresh_every=20); assert 'dckd.distill' not in sys.modules")
+    subprocess.run([sys.executable, '-c', code], check=True)
+    lines = (tmp_path/'r'/'live'/'plots'/'metrics'/'train'/'pix.tsv').read_text().splitlines()
+    assert lines[0] == 'step\tpix' and [int(l.split('\t')[0]) for l in lines[1:]] == [10, 20, 30, 40]
+    assert not (tmp_path/'r'/'live'/'metrics.jsonl').exists()
 
 
 # ---------------------------------------------------------------- curves
