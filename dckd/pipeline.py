@@ -145,7 +145,7 @@ def variant_config(name:str, # a key of `VARIANTS`
                   )->dict:   # the run's configuration with the variant applied
     "`knobs` with variant `name` applied (old `use_*`/`w_*` keys in `knobs` are folded into `losses` first)."
     from dckd.distill import _legacy_losses
-    return {**_legacy_losses({k: x for k, x in knobs.items()}), **variant_switches(name, knobs)}
+    return {**_legacy_losses(knobs), **variant_switches(name, knobs)}
 
 # %% ../nbs/09_pipeline.ipynb #2353a5b8
 def check_params(params:dict, # the parsed params.yaml
