@@ -13,7 +13,7 @@ __all__ = ['SPLITS', 'HR_DIR', 'LR_DIR', 'PREPARE_SUMMARY', 'TEACHER_WEIGHTS', '
            'FEATURE_SPACE_WEIGHTS', 'RUN_CONFIG', 'RUN_WEIGHTS', 'RUN_SUMMARY', 'write_json', 'split_dir', 'lr_folder',
            'set_dirs', 'pairs_dirs', 'lr_file', 'pairs_spec', 'save_teacher', 'teacher_spec', 'load_teacher',
            'save_feature_space', 'feature_space_spec', 'load_feature_space', 'run_weights', 'run_config',
-           'load_run_net', 'write_run_summary', 'run_summaries']
+           'load_run_net', 'write_run_summary', 'run_summaries', 'copy_run_records']
 
 # %% ../nbs/09a_artifacts.ipynb #c0b45d41
 def write_json(path:str|Path, obj)->Path:
@@ -170,3 +170,19 @@ def write_run_summary(run_dir:str|Path, # the run's folder
 def run_summaries(ablation_dir:str|Path)->dict:
     "Every finished run in a folder of runs, in name order: {run folder: its summary}."
     return {p.parent: json.loads(p.read_text()) for p in sorted(Path(ablation_dir).glob(f'*/{RUN_SUMMARY}'))}
+
+def copy_run_records(ablation_dir:str|Path, # a folder of runs (the ablation stage's)
+                     dest:str|Path,         # gets one sub-folder per finished run
+                     also:tuple=(),         # further files or folders of a run folder to copy where present (logs, curves)
+                    )->list:
+    "Copy the small text record of every finished run (its configuration, summary and `also`) to `dest/<run>/`; the runs copied."
+    import shutil
+    runs = list(run_summaries(ablation_dir))
+    for run in runs:
+        for name in (RUN_CONFIG, RUN_SUMMARY, *also):
+            src, dst = run/name, Path(dest)/run.name/name
+            if not src.exists(): continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir(): shutil.copytree(src, dst, dirs_exist_ok=True)
+            else: shutil.copy2(src, dst)
+    return runs

@@ -25,7 +25,7 @@ from .losses import (PAPER_WEIGHTS, DCR_EPS, fakd_loss, FeatureTap, DCR_WEIGHTS,
 from .runlog import RunLog, read_final_metrics
 from .checkpoint import net_scale, load_weights, save_weights, save_state, load_state
 from .data import PairedImageDataset
-from .metrics import calculate_psnr_pt, calculate_ssim_pt
+from .metrics import score_pair
 
 # %% auto #0
 __all__ = ['TERMS', 'WEIGHTS', 'TINY_SWINIR', 'TINY_VQGAN', 'DistillConfig', 'history_step', 'history_due', 'refresh_iters',
@@ -679,13 +679,12 @@ def validate(self:Distiller, net:nn.Module|None=None)->dict:
     if getattr(self, '_val', None) is None:
         self._val = PairedImageDataset(c.val_hr, c.val_lr, scale=c.scale, phase='val', filename_tmpl=c.filename_tmpl)
     net.eval()
-    ps, ss = [], []
+    scores = []
     for item in self._val:
-        gt = item['gt'][None].to(self.device)
-        sr = net(item['lq'][None].to(self.device)).float()[..., :gt.shape[-2], :gt.shape[-1]]
-        ps.append(calculate_psnr_pt(sr, gt, crop_border=c.scale, test_y_channel=True).item())
-        ss.append(calculate_ssim_pt(sr, gt, crop_border=c.scale, test_y_channel=True).item())
-    return {'val/psnr': sum(ps) / len(ps), 'val/ssim': sum(ss) / len(ss)}
+        gt = item['gt']
+        sr = net(item['lq'][None].to(self.device)).float()[0, :, :gt.shape[-2], :gt.shape[-1]].cpu()
+        scores.append(score_pair(sr, gt, c.scale))   # the evaluate stage's scoring: 8-bit, Y, border = scale
+    return {f'val/{k}': sum(s[k] for s in scores) / len(scores) for k in ('psnr', 'ssim')}
 
 # %% ../nbs/06_distill.ipynb #a72a9694
 class _Skip:

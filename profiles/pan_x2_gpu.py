@@ -1,14 +1,14 @@
 """The PAN x2 profile's variants with a bigger budget on one GPU: several (variant, seed) runs at once.
 
-The CPU profile (profiles/pan_x2.sh) leaves the full DCKD run's configuration in `results/ablation/dckd_s0/config.yaml`
-(the ablation runs differ from it only in their loss switches, seed and folder). This script takes that
+The CPU profile (profiles/pan_x2.sh) leaves the full DCKD run in `results/ablation/dckd_s0` (its configuration read by
+`dckd.artifacts.run_config`; the ablation runs differ from it only in their loss switches, seed and folder). This script takes that
 configuration as it is (same teacher, compact VQ, student, data, loss weights and schedule shape), sets each
 variant's switches and seed, multiplies the iteration budget and every iteration-valued key by `--factor`, and
 trains them on the GPU. The student networks are tiny, so one run leaves the GPU mostly idle waiting for kernel
 launches; the runs go as concurrent processes. Each run's EMA student is then scored on Set5 with its own LR files
 (Y channel, border = scale), as the evaluate stage does.
 
-    # on the GPU machine, from a folder holding results/{prepare,teacher,vqgan} and results/ablation/dckd_s0/config.yaml
+    # on the GPU machine, from a folder holding results/{prepare,teacher,vqgan} and the run folder results/ablation/dckd_s0
     python profiles/pan_x2_gpu.py --root _gpu --set5 _gpu/Set5 --variants kd,dckd --seeds 0,1,2 --factor 10 --out gpu_runs
 
 Rows are printed and written to `<out>/gpu_rows.json`, each marked with the device it ran on.
@@ -107,6 +107,7 @@ def main(argv=None):
     if not a.set5: p.error('--set5 is required')
     import yaml
     from dckd.pipeline import variant_switches
+    from dckd.artifacts import run_config
     set5 = str(Path(a.set5).resolve())
     os.chdir(a.root)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
@@ -114,9 +115,9 @@ def main(argv=None):
     for v in a.variants.split(','):
         for s in a.seeds.split(','):
             name = f'{v}_s{s}'
-            src = Path('results/ablation/dckd_s0/config.yaml')
-            if not src.is_file(): sys.exit(f'{src.resolve()}: no such run configuration (run profiles/pan_x2.sh first)')
-            cpu = dict(yaml.safe_load(src.read_text()), **variant_switches(v, yaml.safe_load(src.read_text())), seed=int(s))
+            try: base = run_config('results/ablation/dckd_s0')
+            except FileNotFoundError as e: sys.exit(f'{e} (run profiles/pan_x2.sh first)')
+            cpu = dict(base, **variant_switches(v, base), seed=int(s))
             cfg = scaled_config(cpu, a.factor, str(out/name), a.device)
             (out/f'{name}.yaml').write_text(yaml.safe_dump(cfg, sort_keys=False))
             log = open(out/f'{name}.log', 'w')

@@ -39,11 +39,10 @@ echo "study.sh: the experiment took $(( ($(date +%s) - start) / 60 )) min"
 if [ -n "$DOCS" ]; then
   mkdir -p "$DOCS/runs"
   cp results/report/table.md results/report/table.json results/evaluate/metrics.json results/evaluate/rows.json \
-     results/evaluate/per_image.json results/prepare/summary.json "$DOCS"/
-  for r in results/ablation/*/; do   # each run's configuration, refreshes and DVCLive curves (small text files)
-    n=$(basename "$r"); mkdir -p "$DOCS/runs/$n/live/plots"
-    cp "$r/config.yaml" "$r/summary.json" "$r/history_refresh.json" "$DOCS/runs/$n/"
-    if [ -d "$r/live/plots/metrics" ]; then cp -r "$r/live/plots/metrics" "$DOCS/runs/$n/live/plots/"; fi
-  done
+     results/evaluate/per_image.json "$DOCS"/
+  # the prepare stage's counts, and each run's configuration, summary, refreshes and DVCLive curves (small text files)
+  python -c "import shutil, sys, dckd.artifacts as A
+shutil.copy(f'results/prepare/{A.PREPARE_SUMMARY}', sys.argv[1])
+A.copy_run_records('results/ablation', sys.argv[1] + '/runs', also=('history_refresh.json', 'live/plots/metrics'))" "$DOCS"
   echo "study.sh: table, scores and run logs in $DOCS"; cat "$DOCS/table.md"
 fi

@@ -29,11 +29,8 @@ def spelled(text:str, code:bool=True)->list:
     "The contract's names that `text` spells (folder names only when `code`)."
     return sorted({n for n in FILES if _file_re(n).search(text)} | ({n for n in DIRS if _dir_re(n).search(text)} if code else set()))
 
-# dckd.distill writes the run folder; it moves to the contract in its rewrite (issue 14), excluded until then.
+# The contract itself, and nbdev's index of it (which quotes its source).
 EXCLUDED = {'dckd/artifacts.py', 'dckd/_modidx.py'}
-# The profiles are not ours to change in this step: what they still spell, exactly, so that nothing new is added.
-PENDING = {'profiles/study.sh': ['config.yaml', 'summary.json'], 'profiles/pan_x2_gpu.py': ['config.yaml']}
-
 def _sources():
     "(path, text, is code) of every file the contract covers: stage notebooks (code cells), dckd, profiles."
     for p in sorted((ROOT/'nbs'/'pipeline').glob('*.ipynb')):
@@ -63,13 +60,8 @@ def test_no_file_spells_a_stage_file_name():
     for p, text, code in _sources():
         rel = p.relative_to(ROOT).as_posix()
         if rel in EXCLUDED: continue
-        if extra := sorted(set(spelled(text, code)) - set(PENDING.get(rel, []))): found[rel] = extra
+        if names := spelled(text, code): found[rel] = names
     assert not found, f'files spell names that only dckd.artifacts may (use its constants and functions): {found}'
-
-def test_pending_exceptions_are_still_needed():
-    "An exception that is no longer needed is removed, so it cannot hide a new spelling later."
-    for rel, names in PENDING.items():
-        assert spelled((ROOT/rel).read_text(), rel.endswith('.py')) == sorted(names), rel
 
 # --- what a stage writes loads back ---
 EDSR = dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=1, img_range=1.)
