@@ -23,15 +23,15 @@ from fastcore.basics import patch
 from .losses import (PAPER_WEIGHTS, DCR_EPS, fakd_loss, FeatureTap, DCR_WEIGHTS, DCRState, dcr_dists, pixel_loss, kd_loss, lcr_loss, noising, random_masks,
                      dcr_loss, dmm_loss, make_negatives)
 from .runlog import RunLog, read_final_metrics
-from .checkpoint import net_scale, load_weights, save_weights, save_state, load_state
+from .checkpoint import net_scale, load_weights, save_weights, save_state, load_state, CheckpointError
 from .data import PairedImageDataset
 from .metrics import score_pair
 
 # %% auto #0
 __all__ = ['TERMS', 'WEIGHTS', 'TINY_SWINIR', 'TINY_VQGAN', 'DistillConfig', 'history_step', 'history_due', 'refresh_iters',
            'ema_', 'sample_generator', 'batch_negatives', 'batch_masks', 'NonFiniteLossError', 'DivergenceError',
-           'cpu_bf16', 'lowp_weights_', 'Distiller', 'DCKDObjective', 'tiny_config', 'train', 'parse_sets',
-           'distill_cli', 'distill_main']
+           'cpu_bf16', 'lowp_weights_', 'Distiller', 'DCKDObjective', 'tiny_config', 'TeacherCache', 'train',
+           'parse_sets', 'distill_cli', 'distill_main']
 
 # %% ../nbs/06_distill.ipynb #92fea8f1
 @dataclass
@@ -81,6 +81,7 @@ class DistillConfig:
     fuse_frozen:bool = False           # one encoder call for the teacher output and the negatives (slower on CPU)
     fuse_teacher:bool|None = None      # one teacher call for lq and the lcr input (None: on; False: two calls)
     frozen_bf16:bool|None = None       # teacher and history in bf16 autocast (None: on CUDA and on CPUs with native bf16)
+    teacher_cache:str|None = None      # a folder of teacher outputs shared by runs (`TeacherCache`; exact); None: off
     feat_bf16:bool = False             # VQGAN features under bf16 autocast on CUDA (default: float32, as on a CPU)
     grad_every:int = 0                 # gradient-share diagnostics every N iterations (0: off)
     seed:int = 0                       # seeds init, data, negatives, masks
@@ -423,6 +424,10 @@ class DCKDObjective:
             s_mods, t_mods = zip(*cfg.fakd_layers)
             try: self.taps = FeatureTap(student, list(s_mods)), FeatureTap(teacher, list(t_mods))
             except (KeyError, ValueError) as e: raise ConfigError(f"config key 'fakd_layers': {e}") from None
+        self.T = teacher   # the teacher as `frozen` calls it: through the shared cache when one is set (not with fakd's hooks)
+        if cfg.teacher_cache and teacher is not None and self.taps is None:
+            self.T = TeacherCache(teacher, cfg.teacher_cache, tag=f'bf16={bool(frozen_bf16)}|{device.type}|threads={torch.get_num_threads()}'
+                                  + (f'|{torch.cuda.get_device_name(device)}' if self.cuda else ''))
 
     @staticmethod
     def needs_teacher(losses:Mapping)->bool: return bool(set(losses) & {'kd', 'lcr', 'dcr', 'dmm', 'fakd'})
@@ -445,16 +450,16 @@ class DCKDObjective:
                                    p_noise=c.p_noise, p_grey=c.p_grey)
         with self.fz():
             if 'lcr' in w and need_t and c.fuse_teacher is not False:   # one teacher call for lq and g(lq)
-                z['t'], t2 = self.teacher(torch.cat([lq, noising(lq, m)])).float().split(B)
+                z['t'], t2 = self.T(torch.cat([lq, noising(lq, m)])).float().split(B)
                 z['t2'] = noising(t2, m, revert=True)
                 if self.taps: z['tf'] = [f[:B].float() for f in self.taps[1].feats]
             else:
-                z['t'] = self.teacher(lq).float() if need_t else None
+                z['t'] = self.T(lq).float() if need_t else None
                 if self.taps: z['tf'] = [f.float() for f in self.taps[1].feats]
-                if 'lcr' in w: z['t2'] = noising(self.teacher(noising(lq, m)).float(), m, revert=True)
+                if 'lcr' in w: z['t2'] = noising(self.T(noising(lq, m)).float(), m, revert=True)
             if self.taps: self.taps[1].clear()   # (a tap holds the last forward's maps)
             if 'dcr' in w:   # neg_net 'teacher': static negatives, the teacher on the degraded copies (T(lq) is the positive)
-                neg_net, negs = (self.history, negs) if c.neg_net == 'history' else (self.teacher, negs[1:])
+                neg_net, negs = (self.history, negs) if c.neg_net == 'history' else (self.T, negs[1:])
                 hn = neg_net(rearrange(negs, 'n b c h w -> (n b) c h w').contiguous(**fmt)).float()
         if self.needs_features(w):
             with self.fa():
@@ -572,6 +577,37 @@ def tiny_config(**kw)->DistillConfig:
     d = dict(student=TINY_SWINIR, teacher={**TINY_SWINIR, 'embed_dim': 16}, vqgan=TINY_VQGAN, gt_size=32, batch=2,
              iters=3, history_steps=(2,), history_period=1000, log_every=1, val_every=0, ckpt_every=0, progress=False)
     return DistillConfig.from_dict({**d, **kw})
+
+# %% ../nbs/06_distill.ipynb #3f7d86a6
+def _content(t:Tensor)->bytes:
+    "The raw bytes of a tensor (any dtype; bf16 has no numpy type)."
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+class TeacherCache:
+    "A frozen network whose outputs are kept in `folder` by the hash of (weights, arithmetic, input): computed once across runs."
+    def __init__(self, net:nn.Module,        # the frozen network, weights final (eval mode)
+                 folder:str|Path,             # shared by the runs that may reuse each other's outputs
+                 tag:str='',                  # what else fixes the output bits: precision, device, thread count
+                ):
+        self.net, self.dir, self.hits, self.misses = net, Path(folder), 0, 0
+        h = hashlib.sha256(f'{tag}|torch {torch.__version__}'.encode())
+        for k, v in net.state_dict().items(): h.update(f'{k}|{v.dtype}|{tuple(v.shape)}'.encode()); h.update(_content(v))
+        self.fingerprint = h.hexdigest()
+
+    def path(self, x:Tensor)->Path:
+        "Where the output for input `x` is kept."
+        h = hashlib.sha256(f'{self.fingerprint}|{x.dtype}|{tuple(x.shape)}|{tuple(x.stride())}'.encode()); h.update(_content(x))
+        k = h.hexdigest(); return self.dir/k[:2]/f'{k}.pt'
+
+    def __call__(self, x:Tensor)->Tensor:
+        p = self.path(x)
+        if p.is_file():
+            try:
+                y = load_state(p)['y'].to(x.device); self.hits += 1; return y
+            except (CheckpointError, KeyError, OSError) as e: warnings.warn(f'{p}: unreadable cached teacher output, computed again ({e})')
+        y = self.net(x); self.misses += 1
+        save_state(p, {'y': y.detach().cpu()})
+        return y
 
 # %% ../nbs/06_distill.ipynb #22b3912e
 @patch
@@ -747,6 +783,8 @@ def fit(self:Distiller, on_step:Callable|None=None)->dict:
         if log is not None: log.close()
     if resumed_done and not logs and r0: logs = read_final_metrics(out/'metrics.json', self.it)   # a finished run, asked again
     res = dict(iter=self.it, **{k: v for k, v in logs.items() if k.startswith('train/')}, **metrics.get(self.it, {}))
+    if r0 and isinstance(T := self.objective.T, TeacherCache):
+        print(f'teacher cache {T.dir}: {T.hits} teacher outputs read, {T.misses} computed')
     if r0: atomic_write_text(out/'metrics.json', json.dumps(res, indent=1))
     return res
 

@@ -16,7 +16,7 @@ _all_ = ['write_json', 'lr_folder', 'load_run_net']   # moved to dckd.artifacts,
 __all__ = ['DEFAULT_TRAIN', 'DEFAULT_VAL', 'PAPER_ITERS', 'VARIANTS', 'skimage_image', 'write_default_data', 'prepare_split',
            'holdout_split', 'budget_dcr_weight', 'variant_switches', 'variant_config', 'check_params',
            'check_params_file', 'check_workspace', 'demo_prepared', 'bicubic_net', 'evaluate_net', 'reset_if_changed',
-           'fresh_run', 'write_json', 'lr_folder', 'load_run_net']
+           'fresh_run', 'stage_durations', 'duration_table', 'write_json', 'lr_folder', 'load_run_net']
 
 # %% ../nbs/09_pipeline.ipynb #5426a3e6
 DEFAULT_TRAIN = ('chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry',
@@ -255,7 +255,8 @@ def evaluate_net(net, # SR network (or `bicubic_net(scale)`)
                 ssim=float(np.mean([v['ssim'] for v in per.values()])), per_image=per)
 
 # %% ../nbs/09_pipeline.ipynb #2cf50d7d
-_BOOKKEEPING = ('resume', 'progress', 'log_every', 'val_every', 'ckpt_every', 'num_workers', 'device', 'grad_every')
+_BOOKKEEPING = ('resume', 'progress', 'log_every', 'val_every', 'ckpt_every', 'num_workers', 'device', 'grad_every',
+                'teacher_cache')   # (an exact cache: no run differs by it)
 
 def _diff(new:dict, prev:dict)->list:
     return sorted(k for k in set(new) | set(prev) if k not in _BOOKKEEPING and new.get(k) != prev.get(k))
@@ -315,3 +316,19 @@ def fresh_run(out_dir:str|Path, # the run folder of a stage (may not exist)
         if aside.exists(): shutil.rmtree(aside)
     finally:
         if aside.parent.exists() and not any(aside.parent.iterdir()): aside.parent.rmdir()
+
+# %% ../nbs/09_pipeline.ipynb #0816dcaf
+def stage_durations(nb_dir:str|Path='results/notebooks', # the executed stage notebooks (`dvc.yaml`'s outputs)
+                   )->dict:                              # {notebook stem: seconds}, in name order
+    "The duration papermill recorded for every executed stage notebook."
+    out = {}
+    for p in sorted(Path(nb_dir).glob('*.ipynb')):
+        d = json.loads(p.read_text()).get('metadata', {}).get('papermill', {}).get('duration')
+        if d is not None: out[p.stem] = float(d)
+    return out
+
+def duration_table(nb_dir:str|Path='results/notebooks')->str:
+    "`stage_durations` as a markdown table with the total, in minutes and seconds."
+    d = stage_durations(nb_dir)
+    rows = [f'| {k} | {v:.0f} |' for k, v in d.items()] + [f'| **total** ({len(d)} stages) | {sum(d.values()):.0f} ({sum(d.values())/60:.1f} min) |']
+    return '\n'.join(['| stage notebook | seconds |', '|---|---:|', *rows]) + '\n'

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real-teacher experiment: does DCKD beat its baselines at CPU scale?
 #
-#   bash profiles/pan_x2.sh                 # the CPU profile (about 70 minutes on 2 cores)
+#   bash profiles/pan_x2.sh                 # the CPU profile (see docs/pan_x2/stage_times.md for the time on 2 cores)
 #   SCALE=10 bash profiles/pan_x2.sh        # the same profile with 10x the iterations and schedule (a GPU)
 #   SHARED=/data/dckd-shared bash profiles/pan_x2.sh -S 'ablation.seeds=[0]'   # other data root, extra -S
 #
@@ -11,7 +11,9 @@
 # `distill.student`). Feature space: the compact VQ autoencoder the vqgan stage trains on the training images.
 # Every variant of dckd.pipeline.VARIANTS x 3 seeds, the same data order, budget and schedule.
 # Nothing from $SHARED is copied: its paths are parameters. The run is a DVC experiment in this workspace
-# (`dvc exp show`); afterwards its table and figures are copied to docs/pan_x2/ (DOCS=... to change, DOCS= to skip).
+# (`dvc exp show`); afterwards its table, figures and stage times are copied to docs/pan_x2/ (DOCS=... to change, DOCS=
+# to skip). The runs of one seed share their teacher outputs through params.yaml's distill.teacher_cache (an exact
+# cache, about 1.4 GB for this profile; delete .teacher_cache/ whenever you like).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=${SHARED:-../shared}
@@ -39,5 +41,6 @@ if [ -n "$DOCS" ]; then
   mkdir -p "$DOCS"
   cp results/report/table.md results/report/table.json results/report/*.png results/report/code_stats.json \
      results/evaluate/metrics.json results/evaluate/rows.json results/evaluate/per_image.json "$DOCS"/
-  echo "pan_x2.sh: table and figures in $DOCS"; cat "$DOCS/table.md"
+  python -c "from dckd.pipeline import duration_table; print(duration_table(), end='')" > "$DOCS/stage_times.md"
+  echo "pan_x2.sh: table, figures and stage times in $DOCS"; cat "$DOCS/table.md" "$DOCS/stage_times.md"
 fi
