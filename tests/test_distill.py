@@ -198,3 +198,23 @@ def test_validation_logged(images, tmp_path):
     res = train(cfg(images, tmp_path, iters=2, val_hr=str(images), val_every=1))
     assert 10 < res['val/psnr'] < 60 and -1 < res['val/ssim'] <= 1
     assert [s for s, _ in _logged(tmp_path, 'val/psnr')] == [1, 2]
+
+
+def test_teacher_cache_shared_by_variants_is_exact_and_resumes(images, tmp_path, capsys):
+    "kd fills the cache; kd_dcr reads every teacher output from it, killed and resumed, and ends bit-identical to kd_dcr without it."
+    cache = tmp_path / 'cache'
+    run = lambda v, out, c, **kw: train(cfg(images, tmp_path / out, iters=4, ckpt_every=2, teacher_cache=c,
+                                           **variant_switches(v, {})), **kw)
+    run('kd', 'kd', str(cache))
+    assert 'teacher cache' in capsys.readouterr().out and len(list(cache.rglob('*.pt'))) == 4
+    with pytest.raises(Kill): run('kd_dcr', 'dcr_cached', str(cache), on_step=_kill_at(3))
+    distill_cfg = cfg(images, tmp_path / 'dcr_cached', iters=4, ckpt_every=2, teacher_cache=str(cache),
+                      **variant_switches('kd_dcr', {}))
+    d = distill.Distiller(distill_cfg.__class__.from_dict({**distill_cfg.to_dict(), 'resume': True}))
+    try: d.fit()
+    finally: d.close()
+    assert (d.objective.T.hits, d.objective.T.misses) == (2, 0)   # iterations 3 and 4, after the resume at 2
+    run('kd_dcr', 'dcr_plain', None)
+    a, b = _nets(tmp_path / 'dcr_cached')[1], _nets(tmp_path / 'dcr_plain')[1]
+    for k in a:
+        assert all(torch.equal(x, a[k][n]) for n, x in b[k].items()), k
