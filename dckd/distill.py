@@ -783,7 +783,7 @@ def fit(self:Distiller, on_step:Callable|None=None)->dict:
         if log is not None: log.close()
     if resumed_done and not logs and r0: logs = read_final_metrics(out/'metrics.json', self.it)   # a finished run, asked again
     res = dict(iter=self.it, **{k: v for k, v in logs.items() if k.startswith('train/')}, **metrics.get(self.it, {}))
-    if r0 and isinstance(T := self.objective.T, TeacherCache):
+    if r0 and isinstance(T := self.objective.T, TeacherCache) and T.hits + T.misses:   # (a finished run asked again: no line)
         print(f'teacher cache {T.dir}: {T.hits} teacher outputs read, {T.misses} computed')
     if r0: atomic_write_text(out/'metrics.json', json.dumps(res, indent=1))
     return res

@@ -330,5 +330,5 @@ def stage_durations(nb_dir:str|Path='results/notebooks', # the executed stage no
 def duration_table(nb_dir:str|Path='results/notebooks')->str:
     "`stage_durations` as a markdown table with the total, in minutes and seconds."
     d = stage_durations(nb_dir)
-    rows = [f'| {k} | {v:.0f} |' for k, v in d.items()] + [f'| **total** ({len(d)} stages) | {sum(d.values()):.0f} ({sum(d.values())/60:.1f} min) |']
+    rows = [f'| {k} | {v:.0f} |' for k, v in d.items()] + [f'| **total** ({len(d)} stage notebooks) | {sum(d.values()):.0f} ({sum(d.values())/60:.1f} min) |']
     return '\n'.join(['| stage notebook | seconds |', '|---|---:|', *rows]) + '\n'

@@ -208,9 +208,8 @@ def test_teacher_cache_shared_by_variants_is_exact_and_resumes(images, tmp_path,
     run('kd', 'kd', str(cache))
     assert 'teacher cache' in capsys.readouterr().out and len(list(cache.rglob('*.pt'))) == 4
     with pytest.raises(Kill): run('kd_dcr', 'dcr_cached', str(cache), on_step=_kill_at(3))
-    distill_cfg = cfg(images, tmp_path / 'dcr_cached', iters=4, ckpt_every=2, teacher_cache=str(cache),
-                      **variant_switches('kd_dcr', {}))
-    d = distill.Distiller(distill_cfg.__class__.from_dict({**distill_cfg.to_dict(), 'resume': True}))
+    d = distill.Distiller(cfg(images, tmp_path / 'dcr_cached', iters=4, ckpt_every=2, teacher_cache=str(cache), resume=True,
+                              **variant_switches('kd_dcr', {})))
     try: d.fit()
     finally: d.close()
     assert (d.objective.T.hits, d.objective.T.misses) == (2, 0)   # iterations 3 and 4, after the resume at 2
