@@ -424,10 +424,13 @@ class DCKDObjective:
             s_mods, t_mods = zip(*cfg.fakd_layers)
             try: self.taps = FeatureTap(student, list(s_mods)), FeatureTap(teacher, list(t_mods))
             except (KeyError, ValueError) as e: raise ConfigError(f"config key 'fakd_layers': {e}") from None
-        self.T = teacher   # the teacher as `frozen` calls it: through the shared cache when one is set (not with fakd's hooks)
-        if cfg.teacher_cache and teacher is not None and self.taps is None:
-            self.T = TeacherCache(teacher, cfg.teacher_cache, tag=f'bf16={bool(frozen_bf16)}|{device.type}|threads={torch.get_num_threads()}'
-                                  + (f'|{torch.cuda.get_device_name(device)}' if self.cuda else ''))
+        self.T, self.LT = teacher, None   # the teacher as `frozen` calls it: through the shared cache when one is set
+        arith = f'{device.type}|threads={torch.get_num_threads()}' + (f'|{torch.cuda.get_device_name(device)}' if self.cuda else '')
+        if cfg.teacher_cache and teacher is not None and self.taps is None:   # (not with fakd's hooks)
+            self.T = TeacherCache(teacher, cfg.teacher_cache, tag=f'bf16={bool(frozen_bf16)}|{arith}')
+            if vq is not None:   # the DMM logits of the teacher's output likewise (small; the features are 50x larger)
+                self.LT = TeacherCache(vq, cfg.teacher_cache, tag=f'logits|bf16={bool(self.cuda and cfg.feat_bf16)}|{arith}',
+                                       fn=lambda x: vq.features(x, logits=True)[1])
 
     @staticmethod
     def needs_teacher(losses:Mapping)->bool: return bool(set(losses) & {'kd', 'lcr', 'dcr', 'dmm', 'fakd'})
@@ -468,10 +471,18 @@ class DCKDObjective:
                     z['ft'], z['fn'] = [x[:B] for x in f], [rearrange(x[B:], '(n b) ... -> n b ...', b=B) for x in f]
                     z['lt'] = lt[:B] if lt is not None else None
                 else:
-                    z['ft'], z['lt'] = self.vq.features(cl(z['t']), logits='dmm' in w)
+                    z['ft'], z['lt'] = self.teacher_features(cl(z['t']), 'dmm' in w)
                     if 'dcr' in w:
                         z['fn'] = [rearrange(x, '(n b) ... -> n b ...', b=B) for x in self.vq.features(cl(hn), logits=False)[0]]
         return z
+
+    def teacher_features(self, t:Tensor, logits:bool)->tuple:   # (features per level or None, logits or None)
+        "The VQGAN features of the teacher's output `t`, and its DMM logits: those from the shared cache when one is set."
+        if self.LT is None: return self.vq.features(t, logits=logits)
+        if 'dcr' not in self.w: return None, (self.LT(t) if logits else None)   # only the logits are needed: maybe read
+        f, l = self.vq.features(t, logits=True)   # the features are needed: one pass, and its logits kept for other runs
+        self.LT.put(t, l)                          # (with or without the logits, the same feature bits)
+        return f, (l if logits else None)
 
     def terms(self, s:Tensor,   # student output (float32, attached)
               gt:Tensor,        # ground truth
@@ -583,13 +594,19 @@ def _content(t:Tensor)->bytes:
     "The raw bytes of a tensor (any dtype; bf16 has no numpy type)."
     return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
+def _move(y, device):
+    "`y` (a tensor, None, or lists/tuples of them) on `device`, detached."
+    if isinstance(y, (list, tuple)): return type(y)(_move(v, device) for v in y)
+    return y.detach().to(device) if isinstance(y, Tensor) else y
+
 class TeacherCache:
     "A frozen network whose outputs are kept in `folder` by the hash of (weights, arithmetic, input): computed once across runs."
     def __init__(self, net:nn.Module,        # the frozen network, weights final (eval mode)
                  folder:str|Path,             # shared by the runs that may reuse each other's outputs
                  tag:str='',                  # what else fixes the output bits: precision, device, thread count
+                 fn:Callable|None=None,       # what is kept: `fn(x)` (a tensor, or lists of tensors); default `net(x)`
                 ):
-        self.net, self.dir, self.hits, self.misses = net, Path(folder), 0, 0
+        self.net, self.fn, self.dir, self.hits, self.misses = net, fn or net, Path(folder), 0, 0
         h = hashlib.sha256(f'{tag}|torch {torch.__version__}'.encode())
         for k, v in net.state_dict().items(): h.update(f'{k}|{v.dtype}|{tuple(v.shape)}'.encode()); h.update(_content(v))
         self.fingerprint = h.hexdigest()
@@ -603,11 +620,17 @@ class TeacherCache:
         p = self.path(x)
         if p.is_file():
             try:
-                y = load_state(p)['y'].to(x.device); self.hits += 1; return y
+                y = _move(load_state(p)['y'], x.device); self.hits += 1; return y
             except (CheckpointError, KeyError, OSError) as e: warnings.warn(f'{p}: unreadable cached teacher output, computed again ({e})')
-        y = self.net(x); self.misses += 1
-        save_state(p, {'y': y.detach().cpu()})
+        y = self.fn(x); self._keep(p, y)
         return y
+
+    def put(self, x:Tensor, y):
+        "Keep `y`, computed from `x` by other means (the very bits `fn(x)` gives), unless it is kept already; returns `y`."
+        if not (p := self.path(x)).is_file(): self._keep(p, y)
+        return y
+
+    def _keep(self, p:Path, y): save_state(p, {'y': _move(y, 'cpu')}); self.misses += 1
 
 # %% ../nbs/06_distill.ipynb #22b3912e
 @patch
@@ -784,7 +807,9 @@ def fit(self:Distiller, on_step:Callable|None=None)->dict:
     if resumed_done and not logs and r0: logs = read_final_metrics(out/'metrics.json', self.it)   # a finished run, asked again
     res = dict(iter=self.it, **{k: v for k, v in logs.items() if k.startswith('train/')}, **metrics.get(self.it, {}))
     if r0 and isinstance(T := self.objective.T, TeacherCache) and T.hits + T.misses:   # (a finished run asked again: no line)
-        print(f'teacher cache {T.dir}: {T.hits} teacher outputs read, {T.misses} computed')
+        L = self.objective.LT
+        more = f'; DMM logits of them: {L.hits} read, {L.misses} computed' if L is not None and L.hits + L.misses else ''
+        print(f'teacher cache {T.dir}: {T.hits} teacher outputs read, {T.misses} computed{more}')
     if r0: atomic_write_text(out/'metrics.json', json.dumps(res, indent=1))
     return res
 
