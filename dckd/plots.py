@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_plots.ipynb #89db7bf3
 from __future__ import annotations
-import json, math, os, re
+import contextlib, json, math, os, re
 from collections.abc import Mapping
 from pathlib import Path
 import numpy as np, torch
@@ -27,6 +27,13 @@ def _fig(w:float, h:float):
     "A pyplot-free Figure (Agg-safe), constrained layout."
     from matplotlib.figure import Figure
     return Figure(figsize=(w, h), layout='constrained')
+
+@contextlib.contextmanager
+def _fixed_jitter(seed:int=0):
+    "seaborn's strip-plot jitter draws from numpy's global RNG: fix it for the call (and give the RNG back), so a figure is the same bytes every time."
+    state = np.random.get_state(); np.random.seed(seed)
+    try: yield
+    finally: np.random.set_state(state)
 
 def _save(fig, path:str|Path|None, dpi:int=110):
     "Write `fig` as a PNG at `path` (atomically) when a path is given; return `fig`."
@@ -434,8 +441,9 @@ def ablation_chart(table:list,   # `ablation_table` output
         sns.barplot(data=df, x='x', y='gain', order=labs, hue='x', hue_order=labs, palette=pal, legend=False, errorbar='sd',
                     capsize=0.25, width=0.6, edgecolor='0.3', linewidth=0.6, err_kws=dict(color='0.15', linewidth=1.2), ax=ax)
         seeds = df[~df.fixed]
-        if len(seeds): sns.stripplot(data=seeds, x='x', y='gain', order=labs, hue='seed', palette='dark', size=5, jitter=0.12,
-                                     edgecolor='w', linewidth=0.5, ax=ax, legend=ax is axs[-1])
+        if len(seeds):
+            with _fixed_jitter(): sns.stripplot(data=seeds, x='x', y='gain', order=labs, hue='seed', palette='dark', size=5,
+                                                jitter=0.12, edgecolor='w', linewidth=0.5, ax=ax, legend=ax is axs[-1])
         for i, lab in enumerate(labs):
             g = df[df.x == lab].gain; m = g.mean(); e = g.std() if len(g) > 1 else 0.
             top = max(m + e, g.max()) if m >= 0 else min(m - e, g.min())
@@ -487,8 +495,8 @@ def delta_chart(rows:list,       # dicts {variant, seed, psnr, ssim, set}
         d = df[df.set == st]
         sns.pointplot(data=d, x='delta', y='variant', order=variants, errorbar='sd', linestyle='none', color='0.2',
                       markers='|', markersize=14, capsize=0.25, err_kws=dict(linewidth=1.2), ax=ax)
-        sns.stripplot(data=d, x='delta', y='variant', order=variants, hue='seed', palette='deep', size=5, jitter=0.12, ax=ax,
-                      legend=ax is axs[-1])
+        with _fixed_jitter(): sns.stripplot(data=d, x='delta', y='variant', order=variants, hue='seed', palette='deep', size=5,
+                                            jitter=0.12, ax=ax, legend=ax is axs[-1])
         ax.axvline(0, color='C3', lw=1, ls='--'); ax.grid(axis='x', alpha=0.3)
         ax.set_xlabel(f'PSNR − {ref} (dB), paired by seed'); ax.set_ylabel(''); ax.set_title(st, fontsize=10)
         for i, v in enumerate(variants):
