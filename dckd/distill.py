@@ -479,7 +479,7 @@ class DCKDObjective:
     def teacher_features(self, t:Tensor, logits:bool)->tuple:   # (features per level or None, logits or None)
         "The VQGAN features of the teacher's output `t`, and its DMM logits: those from the shared cache when one is set."
         if self.LT is None: return self.vq.features(t, logits=logits)
-        if 'dcr' not in self.w: return None, (self.LT(t) if logits else None)   # only the logits are needed: maybe read
+        if 'dcr' not in self.w: return None, self.LT(t)   # only DMM's logits are needed: maybe read
         f, l = self.vq.features(t, logits=True)   # the features are needed: one pass, and its logits kept for other runs
         self.LT.put(t, l)                          # (with or without the logits, the same feature bits)
         return f, (l if logits else None)
@@ -594,17 +594,12 @@ def _content(t:Tensor)->bytes:
     "The raw bytes of a tensor (any dtype; bf16 has no numpy type)."
     return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
-def _move(y, device):
-    "`y` (a tensor, None, or lists/tuples of them) on `device`, detached."
-    if isinstance(y, (list, tuple)): return type(y)(_move(v, device) for v in y)
-    return y.detach().to(device) if isinstance(y, Tensor) else y
-
 class TeacherCache:
     "A frozen network whose outputs are kept in `folder` by the hash of (weights, arithmetic, input): computed once across runs."
     def __init__(self, net:nn.Module,        # the frozen network, weights final (eval mode)
                  folder:str|Path,             # shared by the runs that may reuse each other's outputs
                  tag:str='',                  # what else fixes the output bits: precision, device, thread count
-                 fn:Callable|None=None,       # what is kept: `fn(x)` (a tensor, or lists of tensors); default `net(x)`
+                 fn:Callable|None=None,       # what is kept: the tensor `fn(x)`; default `net(x)`
                 ):
         self.net, self.fn, self.dir, self.hits, self.misses = net, fn or net, Path(folder), 0, 0
         h = hashlib.sha256(f'{tag}|torch {torch.__version__}'.encode())
@@ -620,17 +615,17 @@ class TeacherCache:
         p = self.path(x)
         if p.is_file():
             try:
-                y = _move(load_state(p)['y'], x.device); self.hits += 1; return y
+                y = load_state(p)['y'].to(x.device); self.hits += 1; return y
             except (CheckpointError, KeyError, OSError) as e: warnings.warn(f'{p}: unreadable cached teacher output, computed again ({e})')
         y = self.fn(x); self._keep(p, y)
         return y
 
-    def put(self, x:Tensor, y):
+    def put(self, x:Tensor, y:Tensor)->Tensor:
         "Keep `y`, computed from `x` by other means (the very bits `fn(x)` gives), unless it is kept already; returns `y`."
         if not (p := self.path(x)).is_file(): self._keep(p, y)
         return y
 
-    def _keep(self, p:Path, y): save_state(p, {'y': _move(y, 'cpu')}); self.misses += 1
+    def _keep(self, p:Path, y:Tensor): save_state(p, {'y': y.detach().cpu()}); self.misses += 1
 
 # %% ../nbs/06_distill.ipynb #22b3912e
 @patch
