@@ -13,7 +13,7 @@
 # Nothing from $SHARED is copied: its paths are parameters. The run is a DVC experiment in this workspace
 # (`dvc exp show`); afterwards its table, figures and stage times are copied to docs/pan_x2/ (DOCS=... to change, DOCS=
 # to skip). The runs of one seed share their teacher outputs through params.yaml's distill.teacher_cache (an exact
-# cache, about 1.4 GB for this profile; delete .teacher_cache/ whenever you like).
+# cache of teacher outputs and their DMM logits, about 1.5 GB for this profile; delete .teacher_cache/ whenever you like).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=${SHARED:-../shared}
