@@ -10,10 +10,10 @@ from .core import atomic_write_text
 
 # %% auto #0
 __all__ = ['SPLITS', 'HR_DIR', 'LR_DIR', 'PREPARE_SUMMARY', 'TEACHER_WEIGHTS', 'TEACHER_ARCH', 'FEATURE_SPACE_SPEC',
-           'FEATURE_SPACE_WEIGHTS', 'RUN_CONFIG', 'RUN_WEIGHTS', 'RUN_SUMMARY', 'write_json', 'split_dir', 'lr_folder',
-           'set_dirs', 'pairs_dirs', 'lr_file', 'pairs_spec', 'save_teacher', 'teacher_spec', 'load_teacher',
-           'save_feature_space', 'feature_space_spec', 'load_feature_space', 'run_weights', 'run_config',
-           'load_run_net', 'write_run_summary', 'run_summaries', 'copy_run_records']
+           'FEATURE_SPACE_WEIGHTS', 'RUN_CONFIG', 'RUN_FINGERPRINT', 'RUN_WEIGHTS', 'RUN_SUMMARY', 'write_json',
+           'split_dir', 'lr_folder', 'set_dirs', 'pairs_dirs', 'lr_file', 'pairs_spec', 'save_teacher', 'teacher_spec',
+           'load_teacher', 'save_feature_space', 'feature_space_spec', 'load_feature_space', 'run_weights',
+           'run_config', 'load_run_net', 'write_run_summary', 'run_summaries', 'copy_run_records']
 
 # %% ../nbs/09a_artifacts.ipynb #c0b45d41
 def write_json(path:str|Path, obj)->Path:
@@ -136,6 +136,7 @@ def load_feature_space(vqgan_dir:str|Path):
 
 # %% ../nbs/09a_artifacts.ipynb #6dba3307
 RUN_CONFIG = 'config.yaml'                # the run's `DistillConfig.to_dict()`, YAML
+RUN_FINGERPRINT = 'fingerprint.json'      # the code and data the run computed with (`dckd.distill.run_fingerprint`)
 RUN_WEIGHTS = 'models/net_g_latest.pth'   # BasicSR layout: params (student), params_ema, params_ema<decay> (ema_extra)
 RUN_SUMMARY = 'summary.json'              # {variant, seed, **final metrics}: written when the run has finished
 _RUN = f'a dckd.distill run folder (the trainer writes {RUN_CONFIG} and {RUN_WEIGHTS})'

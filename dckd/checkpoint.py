@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_checkpoint.ipynb #a19f2026
 from __future__ import annotations
-import errno, os, re, shutil, sys, tempfile, traceback, warnings
+import errno, os, re, shutil, sys, tempfile, traceback, warnings, zipfile
 from collections.abc import Mapping
 from pathlib import Path
 import torch
@@ -52,11 +52,25 @@ def _refused(path, e:BaseException, what:str='checkpoint', advice:str|None=None)
             + (advice or 'If it comes from a source you trust, re-save its weights as a plain state dict (a dict of '
                          'tensors) with trusted code, such as the code that wrote it, and load that file instead'))
 
+def _check_crc(path:Path):
+    "Refuse a torch zip checkpoint whose bytes changed after it was written: every member's CRC-32 is checked."
+    if not zipfile.is_zipfile(path): return   # (torch's legacy format; or not a checkpoint: torch.load says so)
+    try:
+        with zipfile.ZipFile(path) as z: bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e: bad, why = None, str(e)
+    else: why = None
+    if bad is not None or why is not None:
+        raise CheckpointError(f'checkpoint {path} is damaged: ' + (f'its member {bad!r} fails its CRC-32 check' if bad else why)
+                              + ' (its bytes changed after it was written: a partial copy, a disk or transfer error); refused, '
+                              'nothing was loaded from it. Restore it from a good copy (DVC: `dvc checkout`), or delete it '
+                              'to start that run afresh')
+
 def _torch_load(path:Path):
     "`torch.load(weights_only=True)` whose every failure is a `CheckpointError` naming `path`."
     if not path.exists(): raise CheckpointError(f'checkpoint {path} not found')
     if not path.is_file(): raise CheckpointError(f'checkpoint {path} is not a file')
     if path.stat().st_size == 0: raise CheckpointError(f'checkpoint {path} is empty (0 bytes); expected a file written by torch.save')
+    _check_crc(path)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='Detected pickle protocol')  # plain pickles: refused below anyway

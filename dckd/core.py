@@ -4,11 +4,12 @@
 
 # %% ../nbs/00_core.ipynb #e7e53ced
 from __future__ import annotations
-import os, tempfile, contextlib
+import ast, hashlib, importlib.util, os, sys, tempfile, contextlib
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['project_root', 'SharedMissing', 'shared_dir', 'atomic_path', 'atomic_write_text']
+__all__ = ['project_root', 'SharedMissing', 'shared_dir', 'atomic_path', 'atomic_write_text', 'source_digest', 'module_digest',
+           'files_digest']
 
 # %% ../nbs/00_core.ipynb #9f249d7e
 def project_root(start:str|Path|None=None, # where to start looking (default: this file, then the cwd)
@@ -59,3 +60,43 @@ def atomic_path(path:str|Path, # final destination
 def atomic_write_text(path:str|Path, text:str):
     "Write `text` to `path` atomically."
     with atomic_path(path) as tmp: Path(tmp).write_text(text)
+
+# %% ../nbs/00_core.ipynb #e926859f
+def _no_docstrings(tree:ast.AST)->ast.AST:
+    "`tree` without the docstrings of its module, classes and functions."
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body:
+            b = n.body[0]
+            if isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
+                n.body = n.body[1:] or [ast.Pass()]
+    return tree
+
+def source_digest(src:str, # Python source code
+                 )->str:   # 16 hex digits
+    "Digest of what code does: its syntax tree without comments, docstrings and layout."
+    return hashlib.sha256(ast.dump(_no_docstrings(ast.parse(src))).encode()).hexdigest()[:16]
+
+def module_digest(name:str, # an importable module, e.g. 'dckd.losses'
+                 )->str:    # `source_digest` of its source file as it is on disk now
+    "Digest of a module's code (the file it is, or would be, imported from)."
+    m = sys.modules.get(name)
+    f = getattr(m, '__file__', None) or getattr(importlib.util.find_spec(name), 'origin', None)
+    if not f or not str(f).endswith('.py'): raise ValueError(f'{name}: no Python source file to fingerprint (found {f})')
+    return source_digest(Path(f).read_text())
+
+# %% ../nbs/00_core.ipynb #da4f2045
+def files_digest(path:str|Path, # a file or a folder
+                )->dict:        # {'digest': 16 hex digits, 'files': how many files}
+    "Digest of a file's bytes, or of a folder's files (relative names and bytes; hidden files and folders skipped)."
+    p = Path(path)
+    if p.is_file(): files = [p]
+    elif p.is_dir(): files = sorted(f for f in p.rglob('*') if f.is_file()
+                                    and not any(s.startswith('.') for s in f.relative_to(p).parts))
+    else: raise FileNotFoundError(f'{p}: no such file or folder to fingerprint')
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f'{f.relative_to(p).as_posix() if p.is_dir() else ""}\0'.encode())
+        with open(f, 'rb') as fh:
+            while b := fh.read(1 << 20): h.update(b)
+        h.update(b'\0')
+    return dict(digest=h.hexdigest()[:16], files=len(files))

@@ -13,8 +13,9 @@ from torch.utils.data import Dataset
 from .core import atomic_path
 
 # %% auto #0
-__all__ = ['IMG_EXTS', 'MAX_PIXELS', 'ImageReadError', 'imread', 'imwrite', 'img2tensor', 'tensor2img', 'mod_crop', 'imresize',
-           'list_images', 'paired_random_crop', 'augment', 'PairedImageDataset', 'extract_subimages']
+__all__ = ['IMG_EXTS', 'MAX_PIXELS', 'DECODE_BYTES_PER_PIXEL', 'ImageReadError', 'imread', 'imwrite', 'img2tensor', 'tensor2img',
+           'mod_crop', 'imresize', 'list_images', 'unique_stems', 'paired_random_crop', 'augment', 'PairedImageDataset',
+           'extract_subimages']
 
 # %% ../nbs/01_data.ipynb #d7829844
 class ImageReadError(ValueError):
@@ -25,6 +26,7 @@ _PNG_SIG, _PNG_END = b'\x89PNG\r\n\x1a\n', b'\0\0\0\0IEND\xaeB`\x82'   # signatu
 
 # %% ../nbs/01_data.ipynb #7a5d1dcc
 MAX_PIXELS:int|None = 89_478_485  # most pixels (width x height) a reader here decodes: Pillow's default limit; None: none
+DECODE_BYTES_PER_PIXEL = 32        # the most memory `imread` takes per pixel at its peak (measured in tests/test_reliability_io.py)
 
 # %% ../nbs/01_data.ipynb #c5b311bf
 _PIL_LOCK = threading.Lock()
@@ -34,7 +36,7 @@ def _check_pixels(w:int, h:int, path)->None:
     if MAX_PIXELS is not None and w*h > MAX_PIXELS:
         raise ImageReadError(
             f'{path}: the header declares {w}x{h} = {w*h:,} pixels, more than the limit of {MAX_PIXELS:,} '
-            f'(at least {w*h*12/2**30:.1f} GiB once decoded); refused as a possible decompression bomb, nothing was '
+            f'({w*h*DECODE_BYTES_PER_PIXEL/2**30:.1f} GiB to decode at up to {DECODE_BYTES_PER_PIXEL} bytes per pixel); refused as a possible decompression bomb, nothing was '
             f'decoded. If the image is genuine, raise the limit: `import dckd.data; dckd.data.MAX_PIXELS = {w*h}` '
             f'(None: no limit)')
 
@@ -73,19 +75,21 @@ def _png16(data:bytes, # the whole file
     if len(raw) > want: raise ValueError(f'more pixel data than the {w}x{h} header declares ({want} bytes)')
     if len(raw) < want: raise ValueError(f'{len(raw)} bytes of pixel data, expected {want}')
     raw = np.frombuffer(raw, np.uint8).reshape(h, 1 + w*bpp)
-    ft, f = raw[:, 0].astype(np.int32), raw[:, 1:].reshape(h, w, bpp).astype(np.int32)
+    ft, f = raw[:, 0], raw[:, 1:].reshape(h, w, bpp)   # views: one byte per stored byte
     if (ft > 4).any(): raise ValueError('unknown PNG filter type')
-    r = np.zeros((h + 1, w + 1, bpp), np.int32)  # r[y+1, x+1] = unfiltered byte; a zero row and column in front
-    for d in range(h + w - 1):                    # anti-diagonal y + x = d
+    r = np.zeros((h + 1, w + 1, bpp), np.uint8)  # r[y+1, x+1] = unfiltered byte; a zero row and column in front
+    for d in range(h + w - 1):                    # anti-diagonal y + x = d: the arithmetic in int16, one diagonal at a time
         y = np.arange(max(0, d - w + 1), min(h, d + 1)); x = d - y
-        a, b, c = r[y + 1, x], r[y, x + 1], r[y, x]   # left, up, up-left
+        a, b, c = (v.astype(np.int16) for v in (r[y + 1, x], r[y, x + 1], r[y, x]))   # left, up, up-left
         p = a + b - c; pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
         paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
         t = ft[y][:, None]
         pred = np.select([t == 1, t == 2, t == 3, t == 4], [a, b, (a + b) >> 1, paeth], 0)
         r[y + 1, x + 1] = (f[y, x] + pred) & 255
-    r = rearrange(r[1:, 1:], 'h w (c two) -> two h w c', two=2)
-    return (r[0]*256 + r[1]).astype(np.uint16)
+    del raw, f
+    hi, lo = rearrange(r[1:, 1:], 'h w (c two) -> two h w c', two=2)
+    out = hi.astype(np.uint16); out <<= 8; out |= lo   # (in place: 2 bytes per value, no wider temporaries)
+    return out
 
 # %% ../nbs/01_data.ipynb #1884dc3f
 def _decode(data:bytes, path:Path)->np.ndarray:
@@ -112,6 +116,18 @@ def _decode(data:bytes, path:Path)->np.ndarray:
     finally: ImageFile.LOAD_TRUNCATED_IMAGES = prev
 
 # %% ../nbs/01_data.ipynb #666599af
+def _check_float(x:np.ndarray, path)->None:
+    "Refuse float pixels that are not finite values in [0, 1] (imread's contract), saying how many and where they range."
+    bad_nan, lo, hi = ~np.isfinite(x), x < 0, x > 1
+    if not (bad_nan.any() or lo.any() or hi.any()): return
+    fin = x[~bad_nan]
+    n, total = int(bad_nan.sum() + lo.sum() + hi.sum()), x.size
+    raise ImageReadError(f'{path}: float pixel values must be finite and in [0, 1]; found {int(bad_nan.sum()):,} NaN/inf and '
+                         f'{int(lo.sum() + hi.sum()):,} values outside [0, 1] ({100*n/total:.1f} % of {total:,} values'
+                         + (f'; range {fin.min():g} to {fin.max():g}' if fin.size else '')
+                         + '). Nothing was clipped: rescale the image to [0, 1] (or save it as 8/16-bit) and try again')
+
+# %% ../nbs/01_data.ipynb #a5ecdb2a
 def imread(path:str|Path, # a PNG (8/16-bit), JPEG, TIFF or BMP file
           )->np.ndarray: # float32 (H,W,3) RGB in [0,1]
     "Read an image as float32 HWC RGB in [0,1]: grey becomes 3 channels, alpha is dropped."
@@ -121,7 +137,9 @@ def imread(path:str|Path, # a PNG (8/16-bit), JPEG, TIFF or BMP file
         x = _decode(path.read_bytes(), path)
         scale = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535, np.dtype(bool): 1}.get(x.dtype)
         if scale is None and x.dtype.kind != 'f': raise ValueError(f'unsupported pixel type {x.dtype}')
-        x = x.astype(np.float32)/(scale or 1)
+        x = x.astype(np.float32)
+        if scale: x /= scale   # (in place: no second float copy)
+        else: _check_float(x, path)
         if x.ndim == 2: x = x[..., None]
         if x.ndim != 3 or x.shape[-1] not in (1, 2, 3, 4): raise ValueError(f'unsupported array shape {x.shape}')
     except ImageReadError: raise
@@ -218,6 +236,18 @@ def list_images(folder:str|Path, # a folder of images
     if not folder.is_dir(): raise FileNotFoundError(f'{folder}: no such folder')
     return sorted(p for p in folder.iterdir()
                   if p.is_file() and p.suffix.lower() in IMG_EXTS and not p.name.startswith('.'))
+
+# %% ../nbs/01_data.ipynb #ea76af44
+def unique_stems(files:list, # image paths whose outputs are named by their stems
+                 what:str='images', # named in the error
+                )->list:            # `files`, unchanged
+    "Refuse a list of files in which two share a stem (their outputs would overwrite each other), naming both."
+    seen = {}
+    for f in map(Path, files):
+        if (o := seen.setdefault(f.stem, f)) != f:
+            raise ValueError(f'{what}: {o} and {f} have the same name stem {f.stem!r}, so their outputs ({f.stem}.png, '
+                             f'{f.stem}_s001.png, ...) would overwrite each other; rename or remove one of them')
+    return files
 
 # %% ../nbs/01_data.ipynb #c22d8a2f
 def paired_random_crop(gt:np.ndarray, # HR image (sH,sW,C)
@@ -380,7 +410,7 @@ def extract_subimages(src_dir:str|Path, # folder of (large) images
                      )->list[Path]: # the written files
     "Cut every image of `src_dir` into overlapping `crop_size` squares (BasicSR's extract_subimages)."
     out = []
-    for p in (list_images(src_dir) if files is None else map(Path, files)):
+    for p in unique_stems(list_images(src_dir) if files is None else list(map(Path, files)), str(src_dir)):
         x = imread(p); h, w = x.shape[:2]
         tops, lefts = _starts(h, crop_size, step, thresh_size), _starts(w, crop_size, step, thresh_size)
         for k, (t, l) in enumerate(((t, l) for t in tops for l in lefts), 1):

@@ -4,7 +4,8 @@
 
 # %% ../nbs/06_distill.ipynb #74ad12bc
 from __future__ import annotations
-import argparse, contextlib, copy, dataclasses, datetime, difflib, hashlib, inspect, itertools, json, math, os, sys, warnings
+import argparse, ast, contextlib, copy, dataclasses, datetime, difflib, hashlib, inspect, itertools, json, math, os, sys, warnings
+import numpy as np
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -15,9 +16,9 @@ from torch import Tensor
 from einops import rearrange
 import yaml
 from tqdm.auto import tqdm
-from .core import atomic_write_text
-from .archs import build_net, resolve_arch, ConfigError, SWINIR_M, DCKD_STUDENT
-from .artifacts import RUN_CONFIG, run_weights
+from .core import atomic_write_text, module_digest, files_digest
+from .archs import build_net, resolve_arch, check_arch, ConfigError, SWINIR_M, DCKD_STUDENT
+from .artifacts import RUN_CONFIG, RUN_FINGERPRINT, run_weights
 from .vqgan import VQGAN, F16_DDCONFIG, load_taming, load_vq
 from fastcore.basics import patch
 from .losses import (PAPER_WEIGHTS, DCR_EPS, fakd_loss, FeatureTap, DCR_WEIGHTS, DCRState, dcr_dists, pixel_loss, kd_loss, lcr_loss, noising, random_masks,
@@ -28,10 +29,11 @@ from .data import PairedImageDataset
 from .metrics import score_pair
 
 # %% auto #0
-__all__ = ['TERMS', 'WEIGHTS', 'TINY_SWINIR', 'TINY_VQGAN', 'DistillConfig', 'history_step', 'history_due', 'refresh_iters',
-           'ema_', 'sample_generator', 'batch_negatives', 'batch_masks', 'NonFiniteLossError', 'DivergenceError',
-           'cpu_bf16', 'lowp_weights_', 'Distiller', 'DCKDObjective', 'tiny_config', 'TeacherCache', 'train',
-           'parse_sets', 'distill_cli', 'distill_main']
+__all__ = ['TERMS', 'WEIGHTS', 'TINY_SWINIR', 'TINY_VQGAN', 'RUN_BOOKKEEPING', 'DistillConfig', 'history_step', 'history_due',
+           'refresh_iters', 'ema_', 'sample_generator', 'batch_negatives', 'batch_masks', 'NonFiniteLossError',
+           'DivergenceError', 'cpu_bf16', 'lowp_weights_', 'Distiller', 'DCKDObjective', 'tiny_config', 'code_tag',
+           'TeacherCache', 'config_diff', 'run_fingerprint', 'fingerprint_diff', 'read_fingerprint', 'run_differences',
+           'train', 'parse_sets', 'distill_cli', 'distill_main']
 
 # %% ../nbs/06_distill.ipynb #92fea8f1
 @dataclass
@@ -590,6 +592,20 @@ def tiny_config(**kw)->DistillConfig:
     return DistillConfig.from_dict({**d, **kw})
 
 # %% ../nbs/06_distill.ipynb #3f7d86a6
+def code_tag(net:nn.Module,            # a network
+             fn:Callable|None=None,     # a function of it whose output is kept (`TeacherCache`'s `fn`)
+            )->str:                     # digests: every dckd module its layers come from, every layer class's `forward`
+    "What fixes the code a network's output is computed with (torch's own layers: its version, recorded beside)."
+    def fdigest(f):
+        try: s = inspect.getsource(f)
+        except (OSError, TypeError): c = getattr(f, '__code__', None); s = repr((c.co_code, c.co_consts)) if c else repr(f)
+        return hashlib.sha256(s.encode()).hexdigest()[:16]
+    parts = {f'fn={fdigest(fn)}'} if fn is not None else set()
+    for cls in {type(m) for m in net.modules()}:
+        if cls.__module__.split('.')[0] == 'dckd': parts.add(f'{cls.__module__}={module_digest(cls.__module__)}')
+        parts.add(f'{cls.__module__}.{cls.__qualname__}.forward={fdigest(cls.forward)}')
+    return '|'.join(sorted(parts))
+
 def _content(t:Tensor)->bytes:
     "The raw bytes of a tensor (any dtype; bf16 has no numpy type)."
     return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
@@ -601,8 +617,8 @@ class TeacherCache:
                  tag:str='',                  # what else fixes the output bits: precision, device, thread count
                  fn:Callable|None=None,       # what is kept: the tensor `fn(x)`; default `net(x)`
                 ):
-        self.net, self.fn, self.dir, self.hits, self.misses = net, fn or net, Path(folder), 0, 0
-        h = hashlib.sha256(f'{tag}|torch {torch.__version__}'.encode())
+        self.net, self.fn, self.dir, self.hits, self.misses, self.off = net, fn or net, Path(folder), 0, 0, False
+        h = hashlib.sha256(f'{tag}|torch {torch.__version__}|{code_tag(net, fn)}'.encode())
         for k, v in net.state_dict().items(): h.update(f'{k}|{v.dtype}|{tuple(v.shape)}'.encode()); h.update(_content(v))
         self.fingerprint = h.hexdigest()
 
@@ -625,7 +641,93 @@ class TeacherCache:
         if not (p := self.path(x)).is_file(): self._keep(p, y)
         return y
 
-    def _keep(self, p:Path, y:Tensor): save_state(p, {'y': y.detach().cpu()}); self.misses += 1
+    def _keep(self, p:Path, y:Tensor):
+        self.misses += 1
+        if self.off: return
+        try: save_state(p, {'y': y.detach().cpu()})
+        except OSError as e:   # a full disk, no permission: the cache is an optimisation, the run goes on without it
+            self.off = True
+            why = os.strerror(e.errno) if e.errno else str(e)
+            warnings.warn(f'teacher cache {self.dir}: cannot keep a teacher output there ({why}); caching is off for the rest '
+                          f'of this run, which goes on computing every teacher output (its results are the same)')
+
+# %% ../nbs/06_distill.ipynb #55bb851f
+RUN_BOOKKEEPING = ('resume', 'progress', 'log_every', 'val_every', 'ckpt_every', 'num_workers', 'device', 'grad_every',
+                   'teacher_cache', 'out_dir')   # how a run is watched and kept, not what it computes
+
+def _complete(d:Mapping)->dict:
+    "A run configuration with today's defaults for keys added since it was written (as it is if it no longer parses)."
+    try: return DistillConfig.from_dict(d).to_dict()
+    except (ConfigError, TypeError, ValueError): return dict(d)
+
+def _short(v, n:int=60)->str:
+    s = repr(v); return s if len(s) <= n else s[:n - 3] + '...'
+
+def config_diff(new:Mapping,    # the configuration about to run
+                old:Mapping,    # a run's recorded configuration
+                ignore:tuple=(), # further keys not to compare
+               )->list:         # ['key=old (now new)', ...] outside `RUN_BOOKKEEPING`
+    "The keys that make two run configurations different runs, with both values."
+    new, old = _complete(new), _complete(old)
+    return [f'{k}={_short(old.get(k))} (now {_short(new.get(k))})' for k in sorted(set(new) | set(old))
+            if k not in RUN_BOOKKEEPING + tuple(ignore) and new.get(k) != old.get(k)]
+
+# %% ../nbs/06_distill.ipynb #3ce5d3ba
+_TRAINER_CODE = ('dckd.distill', 'dckd.losses', 'dckd.data', 'dckd.metrics', 'dckd.checkpoint')   # every run computes with these
+
+def _arch_modules(arch:dict)->set:
+    "The dckd module defining a network's class, and the dckd modules it imports (at module level), recursively."
+    todo, out = {check_arch(arch)[0].__module__}, set()
+    while todo:
+        m = todo.pop(); out.add(m)
+        tree = ast.parse(Path(sys.modules[m].__file__).read_text())
+        todo |= {f'dckd.{n.module}' for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module} - out
+    return {m for m in out if m.split('.')[0] == 'dckd'}
+
+def run_fingerprint(cfg:DistillConfig|Mapping, # the run
+                   )->dict:  # {'code': {module: digest}, 'data': {key: {digest, files}}, 'libs': {name: version}}
+    "What a run computes with besides its configuration: the code of the modules it uses, the bytes of the files it reads."
+    c = DistillConfig.from_dict(cfg)
+    teacher, feats = DCKDObjective.needs_teacher(c.losses), DCKDObjective.needs_features(c.losses)
+    code = set(_TRAINER_CODE) | _arch_modules(resolve_arch(c.student, DCKD_STUDENT, c.scale, 'student'))
+    if teacher: code |= _arch_modules(resolve_arch(c.teacher, SWINIR_M, c.scale, 'teacher'))
+    if feats: code.add('dckd.vqgan')
+    files = dict(train_hr=c.train_hr, train_lr=c.train_lr, val_hr=c.val_hr, val_lr=c.val_lr,
+                 teacher_weights=c.teacher_weights if teacher else None, vqgan_weights=c.vqgan_weights if feats else None)
+    return dict(code={m: module_digest(m) for m in sorted(code)},
+                data={k: files_digest(v) for k, v in files.items() if v},
+                libs=dict(torch=str(torch.__version__), numpy=str(np.__version__)))
+
+def fingerprint_diff(new:dict,      # `run_fingerprint` of the configuration about to run
+                     old:dict|None, # a run's recorded fingerprint (None: none recorded)
+                    )->list:        # what changed, in words
+    "How two fingerprints differ: 'code of dckd.losses', 'data train_hr (9 files, was 8)', 'torch 2.13.0 (was 2.12.0)'."
+    if not old: return ['no code and data fingerprint recorded (a run of an older dckd)']
+    out = []
+    for part, say in (('code', lambda k, n, o: f'code of {k}'),
+                      ('data', lambda k, n, o: f'data {k}' + (f" ({n['files']} files, was {o['files']})" if n and o and n['files'] != o['files']
+                                                              else ' (new)' if not o else ' (gone)' if not n else ' (content)')),
+                      ('libs', lambda k, n, o: f'{k} {n} (was {o})')):
+        a, b = new.get(part, {}), old.get(part, {})
+        out += [say(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return out
+
+def read_fingerprint(run_dir:str|Path)->dict|None:
+    "The fingerprint a run folder recorded (None: none, or unreadable)."
+    try: return json.loads((Path(run_dir)/RUN_FINGERPRINT).read_text())
+    except (OSError, ValueError): return None
+
+def run_differences(cfg:DistillConfig|Mapping, # the configuration about to run
+                    run_dir:str|Path,         # a run folder (may not exist)
+                    fingerprint:dict|None=None, # `run_fingerprint(cfg)`, if computed already
+                   )->list|None:              # [] for the same run; None when the folder holds no run
+    "How the run in `run_dir` differs from the one `cfg` describes: its configuration keys, code and data."
+    f = Path(run_dir)/RUN_CONFIG
+    if not f.is_file(): return None
+    try: old = yaml.safe_load(f.read_text()) or {}
+    except yaml.YAMLError: return [f'{f} is unreadable']
+    if not isinstance(old, Mapping): return [f'{f} is not a configuration']
+    return config_diff(DistillConfig.from_dict(cfg).to_dict(), old) + fingerprint_diff(fingerprint or run_fingerprint(cfg), read_fingerprint(run_dir))
 
 # %% ../nbs/06_distill.ipynb #22b3912e
 @patch
@@ -680,15 +782,19 @@ def state_dict(self:Distiller)->dict:
                 student=cpu(self.student), ema=cpu(self.ema), history=cpu(self.history),
                 ema_extra={str(d): cpu(m) for d, m in self.ema_extra.items()},
                 opt=self.opt.state_dict(), sched=self.sched.state_dict(), rng=self._rng_state(),
-                refreshes=list(self.refreshes), loss_hist=list(self.loss_hist), world=self.world, config=c.to_dict())
+                refreshes=list(self.refreshes), loss_hist=list(self.loss_hist), world=self.world, config=c.to_dict(),
+                **({'fingerprint': self.fingerprint} if getattr(self, 'fingerprint', None) else {}))
 
 @patch
 def load_state_dict(self:Distiller, st:dict):
-    "Restore a state written by `save`; refuses one from a run with another seed, batch or scale."
+    "Restore a state written by `save`; refuses one of another run (configuration, code or data), naming every difference."
     c = self.cfg
-    for k in ('seed', 'batch', 'scale'):
-        if (v := st['config'].get(k)) != getattr(c, k):
-            raise ConfigError(f"cannot resume: the checkpoint was written with {k}={v!r}, this config has {getattr(c, k)!r}")
+    diff = config_diff(c.to_dict(), st['config'], ignore=('iters',) if int(st['iter']) <= c.iters else ())
+    if (fp := getattr(self, 'fingerprint', None)) is not None: diff += fingerprint_diff(fp, st.get('fingerprint'))
+    if diff:
+        raise ConfigError(f"cannot resume {self.out/'state.pt'} (iteration {st['iter']}): it is another run than this "
+                          f"configuration describes; it differs in {'; '.join(diff)}. Nothing was changed: resume with the "
+                          f"run's own settings (its {RUN_CONFIG}), or train afresh in another out_dir (or without resume)")
     self.student.load_state_dict(st['student']); self.ema.load_state_dict(st['ema']); self.history.load_state_dict(st['history'])
     for d, m in self.ema_extra.items():
         if str(d) not in st.get('ema_extra', {}):
@@ -710,13 +816,23 @@ def save(self:Distiller):
     if bad: raise NonFiniteLossError(f"the {' and '.join(bad)} weights are not finite at iteration {self.it}: not saved over "
                                      f'{self.out/"state.pt"} (last checkpoint: iteration {self.last_ckpt})')
     st = self.state_dict()   # collective (RNG states) on every rank
-    if self.rank == 0:
+    if self.rank == 0:   # the state last: a kill between the files leaves weights at or past the state, which a resume redoes
+        self._save_weights(); self._write_refreshes()
         save_state(self.out/'state.pt', st)
-        extra = {f'params_ema{d}': {k: v.detach().cpu() for k, v in m.state_dict().items()} for d, m in self.ema_extra.items()}
-        save_weights(run_weights(self.out), self.student, self.ema, iter=self.it, scale=self.cfg.scale, **extra)
-        self._write_refreshes()
     self.last_ckpt = self.it
     if self.world > 1: dist.barrier()
+
+@patch
+def _save_weights(self:Distiller):
+    "The evaluation weights (BasicSR layout) of the current iteration."
+    extra = {f'params_ema{d}': {k: v.detach().cpu() for k, v in m.state_dict().items()} for d, m in self.ema_extra.items()}
+    save_weights(run_weights(self.out), self.student, self.ema, iter=self.it, scale=self.cfg.scale, **extra)
+
+@patch
+def _weights_behind(self:Distiller)->bool:
+    "Do the run's evaluation weights miss, or hold another iteration than the training state? (a kill between the two files)"
+    try: return int(load_state(run_weights(self.out)).get('iter', -1)) != self.it
+    except CheckpointError: return True
 
 @patch
 def _write_refreshes(self:Distiller):
@@ -760,13 +876,20 @@ def fit(self:Distiller, on_step:Callable|None=None)->dict:
     ipe = len(ds) // c.batch
     if ipe == 0: raise ConfigError(f"config key 'batch': {c.batch} is larger than the {len(ds)} training images in {c.train_hr}")
     sampler = DistributedSampler(ds, num_replicas=self.world, rank=self.rank, shuffle=True, seed=c.seed, drop_last=True)
+    fp = [run_fingerprint(c) if r0 else None]   # rank 0 reads the files; every rank gets the same record
+    if self.world > 1: dist.broadcast_object_list(fp, src=0)
+    self.fingerprint = fp[0]
     if c.resume and (out/'state.pt').is_file():
-        self.load_state_dict(load_state(out/'state.pt'))
+        self.load_state_dict(load_state(out/'state.pt'))   # refuses another run's state
         if r0: print(f'resuming {out/"state.pt"} at iteration {self.it}')
     elif c.resume and r0: print(f'resume: no {out/"state.pt"} yet, starting from iteration 0')
     if r0:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out/RUN_CONFIG, yaml.safe_dump(c.to_dict(), sort_keys=False))
+        atomic_write_text(out/RUN_FINGERPRINT, json.dumps(self.fingerprint, indent=1, sort_keys=True) + '\n')
+        if self.it >= c.iters and self._weights_behind():   # a finished run killed between its two final files
+            print(f'{run_weights(out)}: not the weights of iteration {self.it} of {out/"state.pt"}; written again from it')
+            self._save_weights()
     log = RunLog(out, c.resume, self.it) if r0 else None
     bar = tqdm(total=c.iters, initial=self.it, disable=not (r0 and c.progress), desc='distill', dynamic_ncols=True)
     logs, metrics, resumed_done = {}, {}, self.it >= c.iters
@@ -855,8 +978,10 @@ def distill_cli(argv:list|None=None)->dict:
     return res
 
 def distill_main(argv:list|None=None)->int:
-    "The `dckd_distill` console script: `distill_cli`, exit status 0 on success (the results go to stdout)."
-    distill_cli(argv); return 0
+    "The `dckd_distill` console script: `distill_cli`, exit status 0 on success (the results go to stdout), 2 with the message of a refused run."
+    try: distill_cli(argv); return 0
+    except (ConfigError, CheckpointError) as e:   # a refusal (another run's checkpoint, a damaged file): its message, no traceback
+        print(f'dckd_distill: error: {e}', file=sys.stderr); return 2
 
 # %% ../nbs/06_distill.ipynb #5b35328b
 #| eval: false

@@ -8,15 +8,15 @@ import contextlib, json, os, shutil
 from dataclasses import fields
 from pathlib import Path
 import numpy as np
-from .data import imread, imwrite, imresize, mod_crop, list_images, extract_subimages
+from .data import imread, imwrite, imresize, mod_crop, list_images, extract_subimages, unique_stems
 from .artifacts import RUN_CONFIG, split_dir, set_dirs, pairs_dirs, lr_file, write_json, lr_folder, load_run_net
 _all_ = ['write_json', 'lr_folder', 'load_run_net']   # moved to dckd.artifacts, importable from here as before
 
 # %% auto #0
 __all__ = ['DEFAULT_TRAIN', 'DEFAULT_VAL', 'PAPER_ITERS', 'VARIANTS', 'skimage_image', 'write_default_data', 'prepare_split',
            'holdout_split', 'budget_dcr_weight', 'variant_switches', 'variant_config', 'check_params',
-           'check_params_file', 'check_workspace', 'demo_prepared', 'bicubic_net', 'evaluate_net', 'reset_if_changed',
-           'fresh_run', 'stage_durations', 'duration_table', 'write_json', 'lr_folder', 'load_run_net']
+           'check_params_file', 'check_workspace', 'demo_prepared', 'bicubic_net', 'evaluate_net', 'fresh_run',
+           'stage_durations', 'duration_table', 'write_json', 'lr_folder', 'load_run_net']
 
 # %% ../nbs/09_pipeline.ipynb #5426a3e6
 DEFAULT_TRAIN = ('chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry',
@@ -55,7 +55,7 @@ def prepare_split(src_dir:str|Path, # folder of HR images
                  )->dict: # summary: counts and sizes
     "Write mod-cropped HR images (or sub-images) and their MATLAB-bicubic LR twins."
     src, out = Path(src_dir), Path(out_dir)
-    srcs = list_images(src) if files is None else [Path(f) for f in files]
+    srcs = unique_stems(list_images(src) if files is None else [Path(f) for f in files], str(src))
     if not srcs: raise FileNotFoundError(f'{src}: no images found (expected PNG/JPEG/TIFF/BMP files)')
     hr_dir, lr_dir = set_dirs(out, scale)
     if crop_size:
@@ -148,15 +148,80 @@ def variant_config(name:str, # a key of `VARIANTS`
     return {**_legacy_losses(knobs), **variant_switches(name, knobs)}
 
 # %% ../nbs/09_pipeline.ipynb #2353a5b8
+def _int(v, lo:int)->bool: return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+_TRIED = {}   # arch (as JSON) -> the error message, or None: each configured network is tried once per check
+
+def _try_net(arch:dict, scale:int, n:int=16):
+    "Build a network on the meta device (every constructor check, no memory), then run it on an n x n input on the CPU; a ValueError says why it cannot."
+    import torch
+    from dckd.archs import build_net, check_arch
+    from dckd.checkpoint import net_scale
+    check_arch(arch)   # unknown type or arguments: its own message
+    key = json.dumps(arch, sort_keys=True, default=str)
+    if key not in _TRIED:
+        what = f"{arch.get('type')} cannot be built from {arch}"
+        try:
+            with torch.device('meta'): net = build_net(arch)
+            if (s := net_scale(net)) is not None and s != scale: what = f"this {arch.get('type')} upscales x{s}, base.scale is {scale}"; raise ValueError
+            what = f"{arch.get('type')} {arch} fails on a {n}x{n} input"
+            with torch.random.fork_rng(devices=[]), torch.no_grad(): y = build_net(arch).eval()(torch.rand(1, 3, n, n))
+            if tuple(y.shape[-2:]) != (n * (s or 1),) * 2:
+                what = f"{arch.get('type')} {arch} turns a {n}x{n} input into {tuple(y.shape[-2:])}, not {n * (s or 1)}x{n * (s or 1)}"; raise ValueError
+            _TRIED[key] = None
+        except Exception as e: _TRIED[key] = what + (f': {type(e).__name__}: {e}' if str(e) else '')
+    if _TRIED[key]: raise ValueError(_TRIED[key])
+
+def _check_prepare(p:dict, scale:int, root:Path|None)->list:
+    "The `prepare` section's problems, each naming its key (its folders are looked for under `root`, when given)."
+    errs, crop = [], p.get('crop_size', 0)
+    for k in ('train_dir', 'val_dir'):
+        if not p.get(k) or (root is not None and not (root/p[k]).is_dir()): errs.append(f'prepare.{k}: {p.get(k)!r} is not a folder (a folder of images)')
+    if not _int(crop, 0) or (crop and (crop < scale or crop % scale)):
+        errs.append(f'prepare.crop_size: expected 0 (whole images) or a positive multiple of base.scale={scale}, got {crop!r}')
+    if crop and not _int(p.get('step', crop // 2 if _int(crop, 0) else 1), 1):
+        errs.append(f"prepare.step: expected a positive stride in pixels, got {p.get('step')!r}")
+    for k, lo in (('thresh_size', 0), ('n_show', 0)):
+        if k in p and not _int(p[k], lo): errs.append(f'prepare.{k}: expected an integer >= {lo}, got {p[k]!r}')
+    h = p.get('holdout_every', 0)
+    if not (_int(h, 0) and h != 1): errs.append(f'prepare.holdout_every: expected 0 (off) or an integer >= 2, got {h!r}')
+    elif h and p.get('train_dir') != p.get('val_dir'):
+        errs.append(f"prepare.holdout_every={h} takes the validation images from train_dir: set prepare.val_dir to it "
+                    f"({p.get('train_dir')!r}, it is {p.get('val_dir')!r})")
+    return errs
+
+def _check_vqgan(v:dict)->list:
+    "The `vqgan` section's problems, each naming its key (a network is built on the meta device)."
+    import math, torch
+    errs = []
+    if v.get('weights'):
+        if not Path(v['weights']).is_file(): errs.append(f"vqgan.weights: {v['weights']} is not a file")
+        return errs
+    for k in ('iters', 'batch'):
+        if not _int(v.get(k), 1): errs.append(f'vqgan.{k}: expected a positive integer, got {v.get(k)!r}')
+    lr = v.get('lr')
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        errs.append(f'vqgan.lr: expected a positive, finite learning rate, got {lr!r}')
+    try:
+        from dckd.vqgan import VQAutoencoder
+        with torch.device('meta'): vq = VQAutoencoder(**(v.get('config') or {}))
+        f = 2 ** (len(vq.ddconfig['ch_mult']) - 1)
+        if not _int(v.get('patch'), f): errs.append(f"vqgan.patch: expected an integer >= {f} (the encoder downsamples {f}x), got {v.get('patch')!r}")
+    except Exception as e: errs.append(f"vqgan.config: the VQ autoencoder cannot be built from {v.get('config')}: {type(e).__name__}: {e}")
+    return errs
+
+# %% ../nbs/09_pipeline.ipynb #bd3caeda
 def check_params(params:dict, # the parsed params.yaml
+                 root:str|Path|None=None, # the folder paths in it are relative to (None: data folders not looked for)
                 )->dict:      # {'ok': True, 'variants': [...]} when every stage's configuration is valid
     "Validate the configurations the pipeline's stages will build; raise `ConfigError` listing every problem."
     from dckd.distill import DistillConfig, ConfigError
     from dckd.archs import check_arch, resolve_arch
     errs, scale = [], (params.get('base') or {}).get('scale', 2)
     def arch_ok(where, d):
-        try: check_arch(resolve_arch(d, None, scale, where))
+        try: _try_net(resolve_arch(d, None, scale, where), scale)
         except (ConfigError, TypeError, ValueError) as e: errs.append(f'{where}: {e}')
+    errs += _check_prepare(params.get('prepare') or {}, scale, None if root is None else Path(root)) + _check_vqgan(params.get('vqgan') or {})
     def cfg_ok(where, d):
         try:
             c = DistillConfig.from_dict(d)
@@ -195,7 +260,7 @@ def check_params_file(path:str|Path='params.yaml', # the pipeline's parameters
                      )->dict:
     "`check_params` of a YAML file (the `check` stage)."
     import yaml
-    res = check_params(yaml.safe_load(Path(path).read_text()) or {})
+    res = check_params(yaml.safe_load(Path(path).read_text()) or {}, root=Path(path).parent)
     if out is not None: write_json(out, dict(ok=True))   # the same bytes whenever valid: later stages are not invalidated
     return res
 
@@ -255,56 +320,25 @@ def evaluate_net(net, # SR network (or `bicubic_net(scale)`)
                 ssim=float(np.mean([v['ssim'] for v in per.values()])), per_image=per)
 
 # %% ../nbs/09_pipeline.ipynb #2cf50d7d
-_BOOKKEEPING = ('resume', 'progress', 'log_every', 'val_every', 'ckpt_every', 'num_workers', 'device', 'grad_every',
-                'teacher_cache')   # (an exact cache: no run differs by it)
-
-def _diff(new:dict, prev:dict)->list:
-    return sorted(k for k in set(new) | set(prev) if k not in _BOOKKEEPING and new.get(k) != prev.get(k))
-
-def reset_if_changed(out_dir:str|Path, # a run folder (may not exist)
-                     cfg:dict, # the configuration about to run
-                    )->bool: # True when an old, different run was removed
-    "Remove `out_dir` when its run configuration (`RUN_CONFIG`) describes another run than `cfg`."
-    import yaml
-    from dckd.distill import DistillConfig
-    out = Path(out_dir); old = out/RUN_CONFIG
-    if not old.is_file(): return False
-    new = DistillConfig.from_dict(cfg).to_dict()
-    diff = _diff(new, _config_of(out))
-    if not diff: return False
-    print(f'{out}: previous run differs in {", ".join(diff)}; starting afresh')
-    shutil.rmtree(out); return True
-
-def _config_of(run:Path)->dict|None:
-    "A run's configuration, completed with today's defaults for keys added since it was written."
-    import yaml
-    from dckd.distill import DistillConfig, ConfigError
-    f = run/RUN_CONFIG
-    if not f.is_file(): return None
-    d = yaml.safe_load(f.read_text()) or {}
-    try: return DistillConfig.from_dict(d).to_dict()
-    except (ConfigError, TypeError, ValueError): return d   # a key since removed: compared as it is (so: a different run)
-
-def _same(cfg:dict, prev:dict|None)->bool:
-    return prev is not None and not _diff(cfg, prev)
-
 @contextlib.contextmanager
 def fresh_run(out_dir:str|Path, # the run folder of a stage (may not exist)
               cfg:dict,          # the configuration about to run (validated here first)
              ):
-    "Run `cfg` in `out_dir`, resuming the same run; a different old run is moved aside and restored if the new one fails."
-    from dckd.distill import DistillConfig
+    "Run `cfg` in `out_dir`, resuming the same run (configuration, code, data); another old run is moved aside and restored if the new one fails."
+    from dckd.distill import DistillConfig, run_fingerprint, run_differences
     out = Path(out_dir); new = DistillConfig.from_dict(cfg).to_dict()   # bad values fail before anything moves
+    fp = run_fingerprint(new)                                           # (and missing data too)
+    diff = lambda run: run_differences(new, run, fp)                    # None: no run there; []: the same run
     aside = out.parent/'.replaced'/out.name
     if aside.exists():   # an earlier replacement was interrupted
-        if _same(new, _config_of(out)): pass                          # ... and is being resumed
+        if diff(out) == []: pass                                      # ... and is being resumed
         else:
             if out.exists(): shutil.rmtree(out)                          # a new run that never finished
-            if _same(new, _config_of(aside)): aside.rename(out)          # the old run is wanted again
-    if out.exists() and not _same(new, _config_of(out)):
-        if aside.exists() or _config_of(out) is None: shutil.rmtree(out)   # an unfinished or empty attempt
+            if diff(aside) == []: aside.rename(out)                      # the old run is wanted again
+    if out.exists() and (why := diff(out)) != []:
+        if aside.exists() or why is None: shutil.rmtree(out)           # an unfinished or empty attempt
         else:
-            print(f'{out}: previous run differs in {", ".join(_diff(new, _config_of(out)))}; moved aside to {aside} until this one finishes')
+            print(f'{out}: previous run differs in {"; ".join(why)}; moved aside to {aside} until this one finishes')
             aside.parent.mkdir(parents=True, exist_ok=True); out.rename(aside)
     try: yield out
     except BaseException:
