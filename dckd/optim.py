@@ -6,6 +6,7 @@
 from __future__ import annotations
 import bisect, inspect, math
 from collections.abc import Mapping
+from itertools import accumulate
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -15,7 +16,7 @@ from .archs import ConfigError
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'PIXEL_LOSSES', 'RECIPES', 'build_optimizer', 'CosineAnnealingRestartLR',
            'CosineAnnealingRestartCyclicLR', 'build_scheduler', 'schedule_lrs', 'sgd_probe', 'L1Loss', 'PSNRLoss',
-           'CharbonnierLoss', 'build_pixel_loss', 'flat_optim', 'progressive_stage']
+           'CharbonnierLoss', 'build_pixel_loss', 'flat_optim', 'progressive_stage', 'rescale']
 
 # %% ../nbs/06b_optim.ipynb #2364ae68
 _SKIP = {'self', 'params', 'optimizer', 'last_epoch', 'verbose'}
@@ -243,5 +244,28 @@ def progressive_stage(it:int,          # the iteration, 1-based (the trainer's `
     "Restormer's progressive patches: the batch and GT patch size at iteration `it`."
     p = recipe.get('progressive')
     if not p: return recipe['batch'], recipe['gt_size']
-    j = min(bisect.bisect_left(np.cumsum(p['iters']).tolist(), it), len(p['iters']) - 1)
+    j = min(bisect.bisect_left(list(accumulate(p['iters'])), it), len(p['iters']) - 1)
     return p['mini_batch_sizes'][j] * recipe.get('num_gpu', 1), p['gt_sizes'][j]
+
+# %% ../nbs/06b_optim.ipynb #61bcd1df
+def _scale_parts(xs:list, total:int, key:str)->list:
+    "Positive ints in the proportions of `xs`, adding up to `total` (rounded on the cumulative ends)."
+    ends = np.rint(np.cumsum(xs) * (total / sum(xs))).astype(int)
+    parts = np.diff(ends, prepend=0).tolist()
+    if min(parts) < 1: raise ConfigError(f"config key {key!r}: {total} iterations cannot hold {len(xs)} parts in the proportions {list(xs)}")
+    return parts
+
+# %% ../nbs/06b_optim.ipynb #8280fc23
+def rescale(recipe:Mapping,  # an entry of RECIPES (or a dict of the same keys)
+            total_iter:int,  # the new budget
+           )->dict:          # a new recipe: the same schedule shape over `total_iter` iterations
+    "A recipe with every iteration count scaled to a budget of `total_iter`."
+    if not isinstance(total_iter, int) or total_iter < 1: raise ConfigError(f"config key 'total_iter': expected a positive integer, got {total_iter!r}")
+    r, f = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in recipe.items()}, total_iter / recipe['total_iter']
+    s = r['scheduler']
+    if 'periods' in s: s['periods'] = _scale_parts(s['periods'], total_iter, 'scheduler.periods')
+    if 'T_max' in s: s['T_max'] = max(1, round(s['T_max'] * f))
+    if 'milestones' in s: s['milestones'] = [round(m * f) for m in s['milestones']]
+    if r.get('progressive'): r['progressive']['iters'] = _scale_parts(r['progressive']['iters'], total_iter, 'progressive.iters')
+    r['total_iter'] = total_iter
+    return r
