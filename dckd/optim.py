@@ -4,7 +4,7 @@
 
 # %% ../nbs/06b_optim.ipynb #8227b8eb
 from __future__ import annotations
-import bisect, inspect, math
+import bisect, copy, inspect, math
 from collections.abc import Mapping
 from itertools import accumulate
 import numpy as np
@@ -27,7 +27,7 @@ def _accepted(cls)->list:
             if k not in _SKIP and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 def _split(cfg:Mapping|None, registry:dict, name:str, strings:tuple=())->tuple:
-    "(class, kwargs) of a `{type: ..., **kwargs}` dict, refused with the key named when it does not fit."
+    "(type, class, kwargs) of a `{type: ..., **kwargs}` dict, refused with the key named when it does not fit."
     if not isinstance(cfg, Mapping): raise ConfigError(f"config key {name!r}: expected a dict with a 'type', got {cfg!r}")
     kw = dict(cfg)
     if 'type' not in kw: raise ConfigError(f"config key {name!r}: no 'type' (one of {sorted(registry)})")
@@ -77,8 +77,7 @@ class CosineAnnealingRestartLR(LRScheduler):
                  restart_weights:list=(1,),     # peak of each cycle, as a fraction of eta_0
                  eta_min:float=0.,              # the lr at the end of every cycle
                  last_epoch:int=-1):
-        self.periods, self.restart_weights, self.eta_min = _check_periods(periods, restart_weights, [eta_min], 'restart_weights')
-        self.eta_min = float(eta_min)
+        self.periods, self.restart_weights, (self.eta_min,) = _check_periods(periods, restart_weights, [eta_min], 'restart_weights')
         self.cumulative_period = [sum(self.periods[:i + 1]) for i in range(len(self.periods))]
         super().__init__(optimizer, last_epoch)
 
@@ -167,7 +166,7 @@ class PSNRLoss(nn.Module):
         self.scale, self.toY = 10 / np.log(10), bool(toY)
         self.register_buffer('coef', torch.tensor([65.481, 128.553, 24.966]).reshape(1, 3, 1, 1), persistent=False)
     def forward(self, pred:Tensor, target:Tensor)->Tensor:
-        assert pred.ndim == 4, f'PSNRLoss: expected (b,c,h,w), got {tuple(pred.shape)}'
+        if pred.ndim != 4: raise ValueError(f'PSNRLoss: expected (b,c,h,w) images, got shape {tuple(pred.shape)}')
         if self.toY:
             c = self.coef.to(pred.device)
             pred, target = ((pred * c).sum(dim=1, keepdim=True) + 16.) / 255., ((target * c).sum(dim=1, keepdim=True) + 16.) / 255.
@@ -234,7 +233,7 @@ RECIPES = {
         progressive=dict(mini_batch_sizes=[8, 5, 4, 2, 1, 1], iters=[92000, 64000, 48000, 36000, 36000, 24000],
                          gt_sizes=[128, 160, 192, 256, 320, 384])),
 }
-RECIPES['restormer_derain'] = {**RECIPES['restormer_deblur'],
+RECIPES['restormer_derain'] = {**copy.deepcopy(RECIPES['restormer_deblur']),   # the same training block
                                'source': 'swz30/Restormer:Deraining/Options/Deraining_Restormer.yml'}
 
 # %% ../nbs/06b_optim.ipynb #98b00b26
@@ -261,7 +260,7 @@ def rescale(recipe:Mapping,  # an entry of RECIPES (or a dict of the same keys)
            )->dict:          # a new recipe: the same schedule shape over `total_iter` iterations
     "A recipe with every iteration count scaled to a budget of `total_iter`."
     if not isinstance(total_iter, int) or total_iter < 1: raise ConfigError(f"config key 'total_iter': expected a positive integer, got {total_iter!r}")
-    r, f = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in recipe.items()}, total_iter / recipe['total_iter']
+    r, f = copy.deepcopy(dict(recipe)), total_iter / recipe['total_iter']
     s = r['scheduler']
     if 'periods' in s: s['periods'] = _scale_parts(s['periods'], total_iter, 'scheduler.periods')
     if 'T_max' in s: s['T_max'] = max(1, round(s['T_max'] * f))
