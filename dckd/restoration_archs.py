@@ -27,7 +27,7 @@ class LayerNorm2d(nn.Module):
     def forward(self, x:Tensor)->Tensor:
         mu = x.mean(1, keepdim=True)
         var = (x - mu).pow(2).mean(1, keepdim=True)
-        y = (x - mu) / (var + self.eps).sqrt()  # the official custom autograd Function's forward; its backward is the same gradient
+        y = (x - mu) / (var + self.eps).sqrt()  # the official autograd Function's forward (its backward: this gradient)
         return self.weight.view(1, -1, 1, 1) * y + self.bias.view(1, -1, 1, 1)
 
 class SimpleGate(nn.Module):
@@ -37,13 +37,13 @@ class SimpleGate(nn.Module):
         return x1 * x2
 
 class SCA(nn.Sequential):
-    "Simplified channel attention: x * conv1x1(avgpool(x)); keys `0` (the pool) and `1.weight/bias` as the official `sca`."
+    "Simplified channel attention: x * conv1x1(avgpool(x)); keys `1.weight`, `1.bias` as the official `sca` Sequential."
     def __init__(self, c:int): super().__init__(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c, 1))
     def forward(self, x:Tensor)->Tensor: return x * super().forward(x)
 
 # %% ../nbs/03a_restoration_archs.ipynb #cabf1bf7
 class NAFBlock(nn.Module):
-    "NAFNet's block: LN, 1x1 conv, depthwise 3x3, SimpleGate, SCA, 1x1 conv (x beta); then LN, 1x1, SimpleGate, 1x1 (x gamma)."
+    "NAFNet's block: LN, 1x1, depthwise 3x3, SimpleGate, SCA, 1x1 (x beta); then LN, 1x1, SimpleGate, 1x1 (x gamma)."
     def __init__(self, c:int,              # channels
                  DW_Expand:int=2,          # width of the depthwise branch = c * DW_Expand
                  FFN_Expand:int=2,         # width of the feed-forward branch = c * FFN_Expand
@@ -153,7 +153,8 @@ class LocalAvgPool2d(nn.Module):
 # %% ../nbs/03a_restoration_archs.ipynb #be3c0203
 class NAFNetLocal(NAFNet):
     "NAFNet with every SCA pool replaced by `LocalAvgPool2d` (base size 1.5 x `train_size`), as NAFNet's GoPro test config."
-    def __init__(self, img_channel:int=3, width:int=16, middle_blk_num:int=1, enc_blk_nums:list=(), dec_blk_nums:list=(), # `NAFNet`'s
+    def __init__(self, img_channel:int=3, width:int=16, middle_blk_num:int=1,  # `NAFNet`'s arguments
+                 enc_blk_nums:list=(), dec_blk_nums:list=(),                    # `NAFNet`'s arguments
                  train_size:tuple=(1, 3, 256, 256), # (n, c, H, W) of the training crops
                  fast_imp:bool=False,               # the official faster, non-equivalent pooling
                 ):
@@ -175,13 +176,15 @@ class NAFNetLocal(NAFNet):
 # %% ../nbs/03a_restoration_archs.ipynb #38598dd5
 class BiasFreeLayerNorm(nn.Module):
     "x / sqrt(var + 1e-5) * weight over the last dim: no mean subtraction, no bias (Restormer's `BiasFree_LayerNorm`)."
-    def __init__(self, normalized_shape:int): super().__init__(); self.weight = nn.Parameter(torch.ones(normalized_shape))
+    def __init__(self, normalized_shape:int, # size of the last dim
+                ): super().__init__(); self.weight = nn.Parameter(torch.ones(normalized_shape))
     def forward(self, x:Tensor)->Tensor:
         return x / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + 1e-5) * self.weight
 
 class WithBiasLayerNorm(nn.Module):
     "Plain LayerNorm over the last dim, eps 1e-5 (Restormer's `WithBias_LayerNorm`)."
-    def __init__(self, normalized_shape:int):
+    def __init__(self, normalized_shape:int, # size of the last dim
+                ):
         super().__init__()
         self.weight, self.bias = nn.Parameter(torch.ones(normalized_shape)), nn.Parameter(torch.zeros(normalized_shape))
     def forward(self, x:Tensor)->Tensor:
@@ -202,7 +205,10 @@ class ChannelLayerNorm(nn.Module):
 # %% ../nbs/03a_restoration_archs.ipynb #b9b4bbd2
 class GDFN(nn.Module):
     "Gated-Dconv feed-forward network (Restormer's `FeedForward`)."
-    def __init__(self, dim:int, ffn_expansion_factor:float, bias:bool):
+    def __init__(self, dim:int,                  # channels in and out
+                 ffn_expansion_factor:float,     # hidden width = int(dim * factor), doubled for the gate
+                 bias:bool,                      # conv biases
+                ):
         super().__init__()
         hid = int(dim * ffn_expansion_factor)
         self.project_in = nn.Conv2d(dim, hid * 2, 1, bias=bias)
@@ -214,7 +220,10 @@ class GDFN(nn.Module):
 
 class MDTA(nn.Module):
     "Multi-Dconv head transposed attention (Restormer's `Attention`): attention between channels, per head."
-    def __init__(self, dim:int, num_heads:int, bias:bool):
+    def __init__(self, dim:int,       # channels
+                 num_heads:int,       # heads, each attends over dim // num_heads channels
+                 bias:bool,           # conv biases
+                ):
         super().__init__()
         self.num_heads = num_heads
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
@@ -231,7 +240,9 @@ class MDTA(nn.Module):
 
 class TransformerBlock(nn.Module):
     "x + MDTA(LN(x)), then x + GDFN(LN(x))."
-    def __init__(self, dim:int, num_heads:int, ffn_expansion_factor:float, bias:bool, LayerNorm_type:str):
+    def __init__(self, dim:int, num_heads:int, ffn_expansion_factor:float, bias:bool, # as `MDTA` and `GDFN`
+                 LayerNorm_type:str,  # 'WithBias' or 'BiasFree'
+                ):
         super().__init__()
         self.norm1, self.attn = ChannelLayerNorm(dim, LayerNorm_type), MDTA(dim, num_heads, bias)
         self.norm2, self.ffn = ChannelLayerNorm(dim, LayerNorm_type), GDFN(dim, ffn_expansion_factor, bias)
@@ -242,13 +253,18 @@ class TransformerBlock(nn.Module):
 # %% ../nbs/03a_restoration_archs.ipynb #31c65944
 class OverlapPatchEmbed(nn.Module):
     "A 3x3 conv to `embed_dim` channels (no bias)."
-    def __init__(self, in_c:int=3, embed_dim:int=48, bias:bool=False):
+    def __init__(self, in_c:int=3,      # image channels
+                 embed_dim:int=48,      # output channels
+                 bias:bool=False,       # conv bias (Restormer never sets it)
+                ):
         super().__init__(); self.proj = nn.Conv2d(in_c, embed_dim, 3, 1, 1, bias=bias)
     def forward(self, x:Tensor)->Tensor: return self.proj(x)
 
 class Resample(nn.Module):
-    "Restormer's `Downsample` (3x3 conv to c/2, PixelUnshuffle(2)) or `Upsample` (3x3 conv to 2c, PixelShuffle(2)); keys `body.0.*`."
-    def __init__(self, n_feat:int, down:bool):
+    "Restormer's `Downsample` (3x3 conv to c/2, PixelUnshuffle) or `Upsample` (3x3 conv to 2c, PixelShuffle); keys `body.0.*`."
+    def __init__(self, n_feat:int,  # input channels
+                 down:bool,             # True: half the resolution, 2x the channels; False: the reverse
+                ):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(n_feat, n_feat // 2 if down else n_feat * 2, 3, 1, 1, bias=False),
                                   nn.PixelUnshuffle(2) if down else nn.PixelShuffle(2))
@@ -268,7 +284,8 @@ class Restormer(nn.Module):
                  dual_pixel_task:bool=False,           # dual-pixel defocus deblurring: skip conv, no global residual
                 ):
         super().__init__()
-        def blocks(n, c, h): return nn.Sequential(*[TransformerBlock(c, h, ffn_expansion_factor, bias, LayerNorm_type) for _ in range(n)])
+        def blocks(n, c, h):
+            return nn.Sequential(*[TransformerBlock(c, h, ffn_expansion_factor, bias, LayerNorm_type) for _ in range(n)])
         self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
         self.encoder_level1 = blocks(num_blocks[0], dim, heads[0])
         self.down1_2 = Resample(dim, down=True)
@@ -309,7 +326,7 @@ class Restormer(nn.Module):
 # %% ../nbs/03a_restoration_archs.ipynb #c31627ff
 def kair_conv(in_nc:int,                  # input channels
               out_nc:int,                 # output channels
-              mode:str='CR',              # KAIR's layer string: C conv 3x3, B BatchNorm, I InstanceNorm, R/r ReLU, L/l LeakyReLU
+              mode:str='CR',              # KAIR's layers: C conv 3x3, B BatchNorm, I InstanceNorm, R/r ReLU, L/l LeakyReLU
               bias:bool=True,             # conv bias
               negative_slope:float=0.2,   # LeakyReLU slope
              )->list:                     # the layers, to be flattened into one nn.Sequential
@@ -361,6 +378,8 @@ class FFDNet(nn.Module):
         elif isinstance(sigma, numbers.Real) and not 0 <= sigma <= 1:
             raise ValueError(f'FFDNet: sigma in forward is sigma/255 (KAIR), in [0, 1], got {sigma}; e.g. 25/255')
         s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+        if s.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f'FFDNet: sigma has {s.shape[0]} values for a batch of {x.shape[0]}; give one, or one per image')
         return s.expand(x.shape[0], 1, *x.shape[-2:])
 
     def forward(self, x:Tensor, sigma=None)->Tensor:
@@ -386,7 +405,8 @@ class DnCNN(nn.Module):
     def forward(self, x:Tensor)->Tensor: return x - self.model(x)
 
 # %% ../nbs/03a_restoration_archs.ipynb #6b73674c
-_NAFNET_T = dict(type='NAFNet', img_channel=3, width=32, middle_blk_num=1, enc_blk_nums=[1, 1, 1, 28], dec_blk_nums=[1, 1, 1, 1])
+_NAFNET_T = dict(type='NAFNet', img_channel=3, width=32, middle_blk_num=1, enc_blk_nums=[1, 1, 1, 28],
+                 dec_blk_nums=[1, 1, 1, 1])
 _RESTORMER_T = dict(type='Restormer', inp_channels=3, out_channels=3, dim=48, num_blocks=[4, 6, 6, 8], num_refinement_blocks=4,
                     heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, LayerNorm_type='WithBias', dual_pixel_task=False)
 PAPER_NETS = {
