@@ -15,7 +15,8 @@ __all__ = ['RGB_MEAN', 'UPSAMPLERS', 'ARCHS', 'SWINIR_M', 'DCKD_STUDENT', 'drop_
            'to_windows', 'from_windows', 'relative_position_index', 'shift_mask', 'Mlp', 'WindowAttention',
            'SwinTransformerBlock', 'BasicLayer', 'RSTB', 'PatchEmbed', 'SwinIR', 'PA', 'PAConv', 'SCPA', 'PAN',
            'count_params', 'ResidualBlockNoBN', 'ChannelAttention', 'RCAB', 'ResidualGroup', 'EDSR', 'RCAN',
-           'check_arch', 'build_net', 'swinir_m', 'dckd_student', 'ConfigError', 'resolve_arch']
+           'all_archs', 'find_arch', 'check_arch', 'build_net', 'swinir_m', 'dckd_student', 'ConfigError',
+           'resolve_arch']
 
 # %% ../nbs/03_archs.ipynb #2ac1b133
 def drop_path(x:Tensor,          # residual branch, (b, ...)
@@ -505,15 +506,32 @@ class RCAN(_MeanShiftSR):
 # %% ../nbs/03_archs.ipynb #822076d6
 ARCHS = {'SwinIR': SwinIR, 'PAN': PAN, 'RCAN': RCAN, 'EDSR': EDSR}
 
-def check_arch(cfg:dict, # {'type': 'SwinIR'|'PAN'|'RCAN'|'EDSR', **constructor arguments}
+def all_archs()->dict:
+    "`ARCHS` plus the same-size networks of `dckd.restoration_archs` (imported on first use: it may import this module)."
+    from dckd.restoration_archs import RESTORATION_ARCHS
+    return {**ARCHS, **RESTORATION_ARCHS}
+
+def find_arch(t:str, # a class name of `all_archs()` or a name of `PAPER_NETS` (any case)
+             )->tuple: # (class or None, the named configuration or None)
+    "The class a `type` names, through a named paper configuration if it is one."
+    from dckd.restoration_archs import PAPER_NETS
+    preset = {k.lower(): v for k, v in PAPER_NETS.items()}.get(str(t).lower())
+    if preset is not None: t = preset['type']
+    return {k.lower(): v for k, v in all_archs().items()}.get(str(t).lower()), preset
+
+def check_arch(cfg:dict, # {'type': a class of `all_archs()` or a `PAPER_NETS` name, **constructor arguments}
               )->tuple:  # (class, constructor arguments)
     "Validate a network dict without building it: a known type, known arguments, none missing."
     if not isinstance(cfg, Mapping): raise TypeError(f'a network config is a mapping with a type, got {cfg!r}')
     cfg = dict(cfg)
-    if 'type' not in cfg: raise ValueError(f"network config needs a 'type'; accepted types: {', '.join(ARCHS)}")
+    if 'type' not in cfg: raise ValueError(f"network config needs a 'type'; accepted types: {', '.join(all_archs())}")
     t = cfg.pop('type')
-    cls = {k.lower(): v for k, v in ARCHS.items()}.get(str(t).lower())
-    if cls is None: raise ValueError(f"unknown network type {t!r}; accepted types: {', '.join(ARCHS)}")
+    cls, preset = find_arch(t)
+    if preset is not None: cfg = {k: v for k, v in {**preset, **cfg}.items() if k != 'type'}
+    if cls is None:
+        from dckd.restoration_archs import PAPER_NETS
+        raise ValueError(f"unknown network type {t!r}; accepted types: {', '.join(all_archs())}; "
+                         f"named configurations: {', '.join(PAPER_NETS)}")
     params = inspect.signature(cls).parameters
     bad = [k for k in cfg if k not in params]
     missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in cfg]
@@ -523,7 +541,7 @@ def check_arch(cfg:dict, # {'type': 'SwinIR'|'PAN'|'RCAN'|'EDSR', **constructor 
         raise TypeError(f"{cls.__name__}: {'; '.join(msg)}; accepted arguments: {', '.join(params)}")
     return cls, cfg
 
-def build_net(cfg:dict, # {'type': 'SwinIR'|'PAN'|'RCAN'|'EDSR', **constructor arguments}
+def build_net(cfg:dict, # {'type': a class of `all_archs()` or a `PAPER_NETS` name, **constructor arguments}
              )->nn.Module:
     "Build a network from a BasicSR-style `network_g` dict."
     cls, kw = check_arch(cfg)
@@ -554,9 +572,11 @@ def resolve_arch(d:dict|None,       # the arch dict of a configuration (None: `d
                  scale:int,         # the run's upscaling factor, unless the dict sets its own
                  name:str,          # the configuration key, for the error message
                 )->dict:            # a new dict for `build_net`
-    "Arch dict with the upscale filled in from `scale`."
+    "Arch dict with the upscale filled in from `scale` (for the networks whose constructor takes one)."
     d = dict(default if d is None else d)
     if 'type' not in d: raise ConfigError(f"config key {name!r}: the arch dict needs a 'type', got {d}")
-    k = 'scale' if str(d['type']).lower() == 'pan' else 'upscale'
-    d.setdefault(k, scale)
+    cls = find_arch(d['type'])[0]
+    args = inspect.signature(cls).parameters if cls is not None else ('upscale',)  # unknown: check_arch reports it
+    k = next((k for k in ('upscale', 'scale') if k in args), None)   # PAN: `scale`; same-size networks: none
+    if k is not None: d.setdefault(k, scale)
     return d
