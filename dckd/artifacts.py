@@ -62,10 +62,14 @@ def lr_file(lr_dir:str|Path, hr_path:str|Path, scale:int)->Path:
     "The LR twin of an HR image: `{stem}x{scale}.png` (BasicSR's `filename_tmpl` '{}x{}')."
     return Path(lr_dir)/f'{Path(hr_path).stem}x{scale}.png'
 
-def pairs_spec(prep_dir:str|Path, scale:int)->dict:
+def pairs_spec(prep_dir:str|Path, # the prepare stage's folder
+               task,              # its task (`dckd.tasks.make_task`: a dict, a task, or an SR scale)
+              )->dict:
     "The trainer's data keys (`DistillConfig`'s train_hr, train_lr, val_hr, val_lr) for the prepare stage's folder."
-    (th, tl), (vh, vl) = (pairs_dirs(prep_dir, s, scale) for s in SPLITS)
-    return dict(train_hr=str(th), train_lr=str(tl), val_hr=str(vh), val_lr=str(vl))
+    from dckd.tasks import make_task
+    t = make_task(task)
+    tr, va = (t.dataset_kwargs(split_dir(prep_dir, s)) for s in SPLITS)
+    return dict(train_hr=tr['hr_dir'], train_lr=tr['lr_dir'], val_hr=va['hr_dir'], val_lr=va['lr_dir'])
 
 # %% ../nbs/09a_artifacts.ipynb #4e626169
 TEACHER_WEIGHTS = 'teacher.pth'   # BasicSR layout: {'params': ..., 'params_ema': ...}

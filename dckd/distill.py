@@ -26,20 +26,23 @@ from .losses import (PAPER_WEIGHTS, DCR_EPS, fakd_loss, FeatureTap, DCR_WEIGHTS,
 from .runlog import RunLog, read_final_metrics
 from .checkpoint import net_scale, load_weights, save_weights, save_state, load_state, CheckpointError
 from .data import PairedImageDataset
+from .tasks import make_task
+from .optim import build_optimizer, build_scheduler, build_pixel_loss, flat_optim, sgd_probe
 from .metrics import score_pair
 
 # %% auto #0
-__all__ = ['TERMS', 'WEIGHTS', 'TINY_SWINIR', 'TINY_VQGAN', 'RUN_BOOKKEEPING', 'DistillConfig', 'history_step', 'history_due',
-           'refresh_iters', 'ema_', 'sample_generator', 'batch_negatives', 'batch_masks', 'NonFiniteLossError',
-           'DivergenceError', 'cpu_bf16', 'lowp_weights_', 'Distiller', 'DCKDObjective', 'tiny_config', 'code_tag',
-           'TeacherCache', 'config_diff', 'run_fingerprint', 'fingerprint_diff', 'read_fingerprint', 'run_differences',
-           'train', 'parse_sets', 'distill_cli', 'distill_main']
+__all__ = ['TERMS', 'WEIGHTS', 'TINY_SWINIR', 'TINY_VQGAN', 'RUN_BOOKKEEPING', 'DistillConfig', 'run_task', 'history_step',
+           'history_due', 'refresh_iters', 'ema_', 'sample_generator', 'batch_negatives', 'batch_masks',
+           'NonFiniteLossError', 'DivergenceError', 'cpu_bf16', 'lowp_weights_', 'Distiller', 'DCKDObjective',
+           'tiny_config', 'code_tag', 'TeacherCache', 'config_diff', 'run_fingerprint', 'fingerprint_diff',
+           'read_fingerprint', 'run_differences', 'train', 'parse_sets', 'distill_cli', 'distill_main']
 
 # %% ../nbs/06_distill.ipynb #92fea8f1
 @dataclass
 class DistillConfig:
     "Everything one distillation run needs (flat, so params.yaml / papermill / `--set` map onto it)."
-    scale:int = 2                      # upscaling factor
+    scale:int = 2                      # upscaling factor (1 for a same-size task)
+    task:dict|None = None              # the restoration task (`dckd.tasks.make_task`: sr, denoise, deblur, derain); None: SR at `scale`
     student:dict|None = None           # student arch dict; None: the DCKD SwinIR student
     teacher:dict|None = None           # teacher arch dict; None: SwinIR-M
     teacher_weights:str|None = None    # teacher checkpoint (None: random init, for tests only)
@@ -55,12 +58,15 @@ class DistillConfig:
     batch:int = 16                     # GLOBAL batch, split evenly over processes
     num_workers:int = 0                # DataLoader workers per process
     cache_dir:str|None = None          # where made LR images are cached
-    filename_tmpl:str = '{}x{}'        # LR file stem from (HR stem, scale)
+    filename_tmpl:str = '{}x{}'        # LR file stem from (HR stem, scale); a same-size task reads '{}' for this default
     iters:int = 250000                 # total iterations
     lr:float = 1e-4                    # Adam learning rate
     betas:tuple = (0.9, 0.99)          # Adam betas
     milestones:tuple = (125000, 200000, 225000, 237500) # MultiStepLR milestones (iterations)
     gamma:float = 0.5                  # MultiStepLR factor
+    optim:dict|None = None             # optimiser keys over {type: Adam, lr, betas} (`dckd.optim.build_optimizer`), e.g. {type: AdamW, weight_decay: 0.001}
+    scheduler:dict|None = None         # the per-iteration lr schedule (`dckd.optim.build_scheduler`); None: MultiStepLR(milestones, gamma)
+    pixel_loss:dict|None = None        # the pix term (`dckd.optim.build_pixel_loss`): L1Loss, PSNRLoss, CharbonnierLoss; None: L1
     grad_clip:float|None = None        # max gradient norm (None: no clipping)
     diverge_factor:float = 1000.       # stop when the total loss exceeds this times its running median (0: never)
     ema_decay:float = 0.999            # EMA student decay
@@ -166,6 +172,9 @@ def _check(c):
     def need(ok, k, what):
         if not ok: raise ConfigError(f'config key {k!r}: {what}, got {getattr(c, k)!r}')
     need(c.scale >= 1, 'scale', 'expected a positive integer')
+    try: t = run_task(c)
+    except ValueError as e: raise ConfigError(f"config key 'task': {e}") from None
+    need(t.scale == c.scale, 'scale', f'expected {t.scale}, the scale of the task {t.to_dict()}')
     need(c.vqgan_kind in ('taming', 'vq'), 'vqgan_kind', "expected 'taming' or 'vq'")
     need(c.neg_net in ('history', 'teacher'), 'neg_net', "expected 'history' or 'teacher'")
     need(not ('dcr' in c.losses and c.neg_net == 'teacher' and c.num_neg < 1), 'num_neg',
@@ -193,6 +202,12 @@ def _check(c):
          'fakd_layers', 'expected pairs [student module, teacher module] of module names')
     need('fakd' not in c.losses or len(c.fakd_layers) > 0, 'fakd_layers',
          'the fakd term needs layer pairs [[student module, teacher module], ...] (names as in net.named_modules())')
+    def built(k, f):
+        try: f()
+        except (ConfigError, TypeError, ValueError) as e: raise ConfigError(str(e) if str(e).startswith('config key') else f'config key {k!r}: {e}') from None
+    built('optim', lambda: build_optimizer([torch.zeros(1, requires_grad=True)], {**flat_optim(c.lr, c.betas, c.milestones, c.gamma)['optim'], **(c.optim or {})}))
+    built('scheduler', lambda: c.scheduler is None or build_scheduler(sgd_probe(c.lr), c.scheduler))
+    built('pixel_loss', lambda: build_pixel_loss(c.pixel_loss))
 
 def _losses(v)->dict:
     "The `losses` key as {term: float weight} in `TERMS` order: a mapping, a list of terms (default weights) or None."
@@ -231,6 +246,12 @@ def _legacy_losses(d:Mapping)->dict:
     return {**{k: v for k, v in d.items() if k not in _LEGACY}, 'losses': {t: w(t) for t in PAPER_WEIGHTS if on(t)}}
 
 # %% ../nbs/06_distill.ipynb #9a2097f2
+def run_task(cfg:DistillConfig):
+    "The run's restoration task (`dckd.tasks`): its `task` key, or SR at its `scale` when it has none."
+    if cfg.task is not None: return make_task(cfg.task)
+    if cfg.scale == 1: raise ValueError('scale 1 is not super-resolution: give the task, e.g. task: {type: denoise, sigma: 25}')
+    return make_task({'type': 'sr', 'scale': cfg.scale})
+
 TERMS = ('pix', 'kd', 'lcr', 'dcr', 'dmm', 'fakd')   # the loss terms, in the order they are summed and logged
 WEIGHTS = {**PAPER_WEIGHTS, 'fakd': 1.}   # a term's weight when `losses` lists it without one (fakd: 1, not tuned)
 
@@ -322,6 +343,7 @@ class Distiller:
     def __init__(self, cfg:DistillConfig|Mapping, # the run's configuration
                 ):
         self.cfg = c = DistillConfig.from_dict(cfg)
+        self.task = run_task(c)   # what a training LQ is, how validation scores
         self.world, self.rank, self.local_rank = _dist_env()
         self.owns_group = False
         if self.world > 1 and not dist.is_initialized():
@@ -363,8 +385,9 @@ class Distiller:
             nosync = ('forward_sync_buffers' if 'forward_sync_buffers' in inspect.signature(DDP).parameters
                       else 'broadcast_buffers')   # the buffers (attention masks, indices) never change
             self.net = DDP(self.student, device_ids=[self.local_rank] if self.cuda else None, **{nosync: False})
-        self.opt = torch.optim.Adam(self.student.parameters(), lr=c.lr, betas=tuple(c.betas))
-        self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, list(c.milestones), c.gamma)
+        flat = flat_optim(c.lr, c.betas, c.milestones, c.gamma)   # today's keys: Adam(lr, betas), MultiStepLR(milestones, gamma)
+        self.opt = build_optimizer(self.student.parameters(), {**flat['optim'], **(c.optim or {})})
+        self.sched = build_scheduler(self.opt, c.scheduler or flat['scheduler'])
         torch.manual_seed(c.seed + self.rank)  # what the global RNG still drives (drop path) differs per rank
         self.it, self.refreshes, self.last_ckpt, self.loss_hist = 0, [], None, []
         if self.cuda: torch.backends.cudnn.benchmark = True
@@ -418,6 +441,7 @@ class DCKDObjective:
                 ):
         self.cfg, self.teacher, self.history, self.vq, self.device, self.world = cfg, teacher, history, vq, device, world
         self.w = dict(cfg.losses)   # {term: weight}, in TERMS order
+        self.pix = build_pixel_loss(cfg.pixel_loss)   # the recipe's pixel loss (L1 by default)
         self.cuda = device.type == 'cuda'
         self.fz = lambda: _autocast(frozen_bf16, device.type)           # teacher and history
         self.fa = lambda: _autocast(self.cuda and cfg.feat_bf16)        # VQGAN features: float32 unless asked
@@ -494,7 +518,7 @@ class DCKDObjective:
         c, w, terms, st, dcr = self.cfg, self.w, {}, None, None
         if self.needs_features(w):
             with self.fa(): fs, ls = self.vq.features(s.contiguous(memory_format=torch.channels_last), logits='dmm' in w)
-        if 'pix' in w: terms['pix'] = pixel_loss(s, gt)
+        if 'pix' in w: terms['pix'] = self.pix(s, gt)
         if 'kd' in w: terms['kd'] = kd_loss(s, z['t'])
         if 'lcr' in w: terms['lcr'] = lcr_loss(s, z['t2'])
         if 'dcr' in w:
@@ -537,6 +561,8 @@ def train_step(self:Distiller,
     "One optimisation step of the student on `self.objective`; raises `NonFiniteLossError` before stepping on a NaN/inf."
     c, dev, B, obj = self.cfg, self.device, lq.shape[0], self.objective
     qs = [self.rank + self.world * j for j in range(B)] if qs is None else list(qs)
+    if self.task.fresh_lq:   # the task draws every patch's LQ afresh (denoising: new noise), seeded by (seed, iteration, position)
+        lq = torch.cat([self.task.degrade(gt[i:i+1], sample_generator(c.seed, it, q, 'lq')) for i, q in enumerate(qs)])
     fmt = dict(memory_format=torch.channels_last) if self.cuda else {}
     lq, gt = lq.to(dev, non_blocking=True, **fmt), gt.to(dev, non_blocking=True)
     self.net.train()
@@ -572,7 +598,7 @@ def train_step(self:Distiller,
 def _check_growth(self:Distiller, total:float, it:int):
     "Raise `DivergenceError` when `total` exceeds `diverge_factor` times the median of the last 100 totals."
     c, h = self.cfg, self.loss_hist
-    if c.diverge_factor and len(h) and total > c.diverge_factor * (med := sorted(h)[len(h) // 2]):
+    if c.diverge_factor and len(h) and (med := sorted(h)[len(h) // 2]) > 0 and total > c.diverge_factor * med:   # (not for a negative loss: PSNRLoss)
         last = f'iteration {self.last_ckpt} in {self.out/"state.pt"}' if self.last_ckpt else 'none'
         raise DivergenceError(f'the total loss {total:.4g} at iteration {it} is over {c.diverge_factor:g}x its running median '
                               f'{med:.4g}: the run diverges (learning rate {self.opt.param_groups[0]["lr"]:g}); stopped before '
@@ -673,7 +699,7 @@ def config_diff(new:Mapping,    # the configuration about to run
             if k not in RUN_BOOKKEEPING + tuple(ignore) and new.get(k) != old.get(k)]
 
 # %% ../nbs/06_distill.ipynb #3ce5d3ba
-_TRAINER_CODE = ('dckd.distill', 'dckd.losses', 'dckd.data', 'dckd.metrics', 'dckd.checkpoint')   # every run computes with these
+_TRAINER_CODE = ('dckd.distill', 'dckd.losses', 'dckd.data', 'dckd.metrics', 'dckd.checkpoint', 'dckd.tasks', 'dckd.optim')   # every run computes with these
 
 def _arch_modules(arch:dict)->set:
     "The dckd module defining a network's class, and the dckd modules it imports (at module level), recursively."
@@ -846,15 +872,17 @@ def _write_refreshes(self:Distiller):
 def validate(self:Distiller, net:nn.Module|None=None)->dict:
     "Mean Y-PSNR/SSIM of `net` (default: the EMA student) on the validation folder."
     c, net = self.cfg, (net if net is not None else self.ema)
-    if getattr(self, '_val', None) is None:
-        self._val = PairedImageDataset(c.val_hr, c.val_lr, scale=c.scale, phase='val', filename_tmpl=c.filename_tmpl)
+    if getattr(self, '_val', None) is None:   # the task's pairs (denoising: its test protocol's noise), decoded once
+        self._val = list(self.task.folder_pairs(c.val_hr, c.val_lr, self._tmpl()))
     net.eval()
-    scores = []
-    for item in self._val:
-        gt = item['gt']
-        sr = net(item['lq'][None].to(self.device)).float()[0, :, :gt.shape[-2], :gt.shape[-1]].cpu()
-        scores.append(score_pair(sr, gt, c.scale))   # the evaluate stage's scoring: 8-bit, Y, border = scale
-    return {f'val/{k}': sum(s[k] for s in scores) / len(scores) for k in ('psnr', 'ssim')}
+    r = self.task.evaluate_pairs(net, self._val)   # the evaluate stage's scoring: the task's convention, 8-bit
+    return {'val/psnr': r['psnr'], 'val/ssim': r['ssim']}
+
+@patch
+def _tmpl(self:Distiller)->str:
+    "The LQ file-name template: the configured one; a same-size task reads '{}' for the SR default '{}x{}'."
+    c = self.cfg
+    return '{}' if self.task.scale == 1 and c.filename_tmpl == '{}x{}' else c.filename_tmpl
 
 # %% ../nbs/06_distill.ipynb #a72a9694
 class _Skip:
@@ -872,7 +900,7 @@ def fit(self:Distiller, on_step:Callable|None=None)->dict:
     c, out, r0 = self.cfg, self.out, self.rank == 0
     if c.train_hr is None: raise ConfigError("config key 'train_hr': a folder of training images is needed to fit")
     ds = PairedImageDataset(c.train_hr, c.train_lr, scale=c.scale, phase='train', gt_size=c.gt_size, seed=c.seed,
-                            cache_dir=c.cache_dir, filename_tmpl=c.filename_tmpl)
+                            cache_dir=c.cache_dir, filename_tmpl=self._tmpl())
     ipe = len(ds) // c.batch
     if ipe == 0: raise ConfigError(f"config key 'batch': {c.batch} is larger than the {len(ds)} training images in {c.train_hr}")
     sampler = DistributedSampler(ds, num_replicas=self.world, rank=self.rank, shuffle=True, seed=c.seed, drop_last=True)

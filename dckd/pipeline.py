@@ -9,14 +9,15 @@ from dataclasses import fields
 from pathlib import Path
 import numpy as np
 from .data import imread, imwrite, imresize, mod_crop, list_images, extract_subimages, unique_stems
-from .artifacts import RUN_CONFIG, split_dir, set_dirs, pairs_dirs, lr_file, write_json, lr_folder, load_run_net
+from .artifacts import RUN_CONFIG, PREPARE_SUMMARY, split_dir, set_dirs, pairs_dirs, lr_file, write_json, lr_folder, load_run_net
+from .tasks import make_task
 _all_ = ['write_json', 'lr_folder', 'load_run_net']   # moved to dckd.artifacts, importable from here as before
 
 # %% auto #0
 __all__ = ['DEFAULT_TRAIN', 'DEFAULT_VAL', 'PAPER_ITERS', 'VARIANTS', 'skimage_image', 'write_default_data', 'prepare_split',
-           'holdout_split', 'budget_dcr_weight', 'variant_switches', 'variant_config', 'check_params',
-           'check_params_file', 'check_workspace', 'demo_prepared', 'bicubic_net', 'evaluate_net', 'fresh_run',
-           'stage_durations', 'duration_table', 'write_json', 'lr_folder', 'load_run_net']
+           'holdout_split', 'budget_dcr_weight', 'variant_switches', 'variant_config', 'task_of', 'task_arch',
+           'check_params', 'check_params_file', 'check_workspace', 'demo_prepared', 'bicubic_net', 'evaluate_net',
+           'fresh_run', 'stage_durations', 'duration_table', 'write_json', 'lr_folder', 'load_run_net']
 
 # %% ../nbs/09_pipeline.ipynb #5426a3e6
 DEFAULT_TRAIN = ('chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry',
@@ -147,6 +148,28 @@ def variant_config(name:str, # a key of `VARIANTS`
     from dckd.distill import _legacy_losses
     return {**_legacy_losses(knobs), **variant_switches(name, knobs)}
 
+# %% ../nbs/09_pipeline.ipynb #1b1c5e25
+def task_of(params:dict, # the parsed params.yaml
+           ):            # a `dckd.tasks` task
+    "The task of params.yaml's `task` section: `type` names it, the sub-section of that name holds its keys."
+    sec = dict(params.get('task') or {'type': 'sr'})
+    t = sec.get('type')
+    keys = sec.get(t) or {}
+    if not isinstance(keys, dict): raise ValueError(f'task.{t}: expected a mapping of the task\'s keys, got {keys!r}')
+    try: return make_task({'type': t, **keys})
+    except ValueError as e: raise ValueError(f'task (params.yaml): {e}') from None
+
+def task_arch(arch:dict, # an arch dict, or {task type or 'default': arch dict}
+              task,      # the run's task
+              where:str, # the key, for messages
+             )->dict:    # the arch dict for `task`
+    "A network for the task: a plain arch dict serves every task; a mapping picks the task's entry, else its `default`."
+    t = make_task(task)
+    if not isinstance(arch, dict) or 'type' in arch: return arch
+    if (a := arch.get(t.type, arch.get('default'))) is None:
+        raise ValueError(f"{where}: no network for task {t.type!r} (keys {', '.join(arch)}; add {t.type} or default)")
+    return a
+
 # %% ../nbs/09_pipeline.ipynb #2353a5b8
 def _int(v, lo:int)->bool: return isinstance(v, int) and not isinstance(v, bool) and v >= lo
 
@@ -217,14 +240,21 @@ def check_params(params:dict, # the parsed params.yaml
     "Validate the configurations the pipeline's stages will build; raise `ConfigError` listing every problem."
     from dckd.distill import DistillConfig, ConfigError
     from dckd.archs import check_arch, resolve_arch
-    errs, scale = [], (params.get('base') or {}).get('scale', 2)
+    errs, task, scale = [], None, 2
+    try: task = task_of(params); scale = task.scale
+    except (TypeError, ValueError) as e: errs.append(str(e))
+    if 'scale' in (params.get('base') or {}): errs.append('base.scale: the scale belongs to the task now: task.sr.scale')
     def arch_ok(where, d):
-        try: _try_net(resolve_arch(d, None, scale, where), scale)
+        try: _try_net(resolve_arch(task_arch(d, task or scale, where), None, scale, where), scale)
         except (ConfigError, TypeError, ValueError) as e: errs.append(f'{where}: {e}')
+    def run_keys(d):   # a stage's trainer keys for this task: its scale, the task, the task's student
+        d = {**d, 'scale': scale, **({'task': task.to_dict()} if task else {})}
+        if isinstance(d.get('student'), dict): d['student'] = task_arch(d['student'], task or scale, 'student')
+        return d
     errs += _check_prepare(params.get('prepare') or {}, scale, None if root is None else Path(root)) + _check_vqgan(params.get('vqgan') or {})
     def cfg_ok(where, d):
         try:
-            c = DistillConfig.from_dict(d)
+            c = DistillConfig.from_dict(run_keys(d))
             if c.student is not None: arch_ok(f'{where}.student', c.student)
         except (ConfigError, TypeError, ValueError) as e: errs.append(f'{where}: {e}')
     t = dict(params.get('teacher') or {})
@@ -237,7 +267,7 @@ def check_params(params:dict, # the parsed params.yaml
                         '(teacher.allow_scale_mismatch: true if the name is wrong)')
     else: cfg_ok('teacher', {k: v for k, v in t.items() if k not in ('weights', 'key', 'arch', 'allow_scale_mismatch')})
     d = dict(params.get('distill') or {})
-    cfg_ok('distill', {**d, 'scale': scale})
+    cfg_ok('distill', d)
     ab = params.get('ablation') or {}
     variants, knobs = list(ab.get('variants') or []), {**d, **(ab.get('budget') or {})}
     if bad := [v for v in variants if v not in VARIANTS]:
@@ -250,7 +280,7 @@ def check_params(params:dict, # the parsed params.yaml
                     f"'dckd' and ablation.seeds {seed} (variants {variants}, seeds {ab.get('seeds')})")
     for v in variants:
         if v in VARIANTS:
-            try: cfg_ok(f'ablation variant {v!r}', {**variant_config(v, knobs), 'scale': scale})
+            try: cfg_ok(f'ablation variant {v!r}', variant_config(v, knobs))
             except (ConfigError, TypeError, ValueError) as e: errs.append(f'ablation variant {v!r}: {e}')
     if errs: raise ConfigError('params.yaml is not valid; nothing was run:\n- ' + '\n- '.join(errs))
     return dict(ok=True, variants=variants)
@@ -276,48 +306,34 @@ def check_workspace(cwd:str|Path|None=None, # the stage's working directory (def
     return got
 
 # %% ../nbs/09_pipeline.ipynb #049a210d
-def demo_prepared(out_dir:str|Path, scale:int=2, size:int=96)->Path:
+def demo_prepared(out_dir:str|Path, # gets the prepare stage's layout of `task`
+                  task=2,          # the task (`dckd.tasks.make_task`: a dict, a task, or an SR scale)
+                  size:int=96,     # side of the centre crops
+                 )->Path:
     "A tiny prepared data set (the `train` and `val` image sets of the prepare stage) from scikit-image's images."
-    out = Path(out_dir)
-    if pairs_dirs(out, 'val', scale)[1].is_dir(): return out
+    t, out = make_task(task), Path(out_dir)
+    if (out/PREPARE_SUMMARY).is_file(): return out
     src = out/'_src'
     for split, names in (('train', ('chelsea', 'coffee')), ('val', ('astronaut',))):
         for n in names:
             im = skimage_image(n); h, w = im.shape[:2]
             imwrite(src/split/f'{n}.png', im[(h - size)//2:(h + size)//2, (w - size)//2:(w + size)//2])
-        prepare_split(src/split, split_dir(out, split), scale)
-    shutil.rmtree(src)
+        t.write_pairs(src/split, split_dir(out, split))
+    shutil.rmtree(src); write_json(out/PREPARE_SUMMARY, dict(task=t.to_dict(), demo=True))
     return out
 
 # %% ../nbs/09_pipeline.ipynb #c3860d3c
 def bicubic_net(scale:int):
-    "MATLAB bicubic upscaling as a module, so it is scored like the networks."
-    import torch
-    class Bicubic(torch.nn.Module):
-        def __init__(self): super().__init__(); self.upscale = scale
-        def forward(self, x): return imresize(x, scale)
-    return Bicubic()
+    "MATLAB bicubic upscaling as a module, so it is scored like the networks (the SR task's `baseline`)."
+    return make_task(scale).baseline()[1]
 
-def evaluate_net(net, # SR network (or `bicubic_net(scale)`)
-                 set_dir:str|Path, # benchmark folder: HR/ and LR(_bicubic)/X{scale}/
-                 scale:int,
-                 sr_dir:str|Path|None=None, # also write the SR images here (PNG)
+def evaluate_net(net, # a network (or a task's `baseline`)
+                 set_dir:str|Path, # benchmark folder in the task's layout (SR: HR/ and LR(_bicubic)/X{scale}/)
+                 task, # the task (`dckd.tasks.make_task`: a dict, a task, or an SR scale)
+                 sr_dir:str|Path|None=None, # also write the outputs here (PNG)
                 )->dict: # {'psnr', 'ssim', 'per_image': {name: {'psnr', 'ssim'}}}
-    "Y-channel PSNR/SSIM (8-bit outputs, border = scale) of `net` on one benchmark folder."
-    import torch
-    from dckd.data import PairedImageDataset
-    from dckd.metrics import score_pair
-    ds = PairedImageDataset(*set_dirs(set_dir, scale, existing=True), scale=scale, phase='val')
-    dev = next((p.device for p in net.parameters()), torch.device('cpu'))
-    net.eval(); per = {}
-    with torch.inference_mode():
-        for item in ds:
-            gt = item['gt']; sr = net(item['lq'][None].to(dev)).float().cpu()[0, :, :gt.shape[-2], :gt.shape[-1]]
-            name = Path(item['gt_path']).stem
-            per[name] = score_pair(sr, gt, scale)
-            if sr_dir is not None: imwrite(Path(sr_dir)/f'{name}.png', sr)   # the 8-bit levels scored
-    return dict(psnr=float(np.mean([v['psnr'] for v in per.values()])),
-                ssim=float(np.mean([v['ssim'] for v in per.values()])), per_image=per)
+    "PSNR/SSIM (8-bit outputs, the task's channel and border) of `net` on one benchmark folder: `Task.evaluate`."
+    return make_task(task).evaluate(net, set_dir, sr_dir)
 
 # %% ../nbs/09_pipeline.ipynb #2cf50d7d
 @contextlib.contextmanager

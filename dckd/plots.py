@@ -521,11 +521,12 @@ def panel_psnr(panels:dict, # {label: HWC image in [0,1]}, one of them the refer
                hr:str='HR', # label of the reference
                border:int=0, # pixels cut from each side (the scale)
                skip:tuple=('LR',), # labels not scored
-              )->dict:      # {label: Y-channel PSNR in dB, on 8-bit levels}
-    "PSNR (Y, border cropped, rounded to 8 bits) of every panel against the reference panel."
+               y_channel:bool=True, # the Y channel (SR, deraining) or RGB (denoising, deblurring): the task's convention
+              )->dict:      # {label: PSNR in dB, on 8-bit levels}
+    "PSNR (Y or RGB, border cropped, rounded to 8 bits) of every panel against the reference panel."
     to8 = lambda x: np.round(np.clip(_hwc(x, 'panel'), 0, 1)*255.)
     ref = to8(panels[hr])
-    return {k: calculate_psnr(to8(v), ref, crop_border=border, test_y_channel=True)
+    return {k: calculate_psnr(to8(v), ref, crop_border=border, test_y_channel=y_channel)
             for k, v in panels.items() if k != hr and k not in skip}
 
 # %% ../nbs/10_plots.ipynb #d7e3d6e0
@@ -545,6 +546,8 @@ def visual_crops(panels:dict,      # {label: HWC float image in [0,1] (or CHW te
                  pick:str='gradient', # automatic box: 'gradient' (HR detail) or 'difference' (models disagree)
                  size:int|None=None, # side of the automatic box (default: a quarter of the shorter HR side)
                  ncols:int=4,      # crops per row
+                 border:int|None=None, # PSNR border (default: the scale)
+                 y_channel:bool=True, # PSNR on Y (default) or RGB: the task's convention
                 ):                 # matplotlib Figure
     "Side-by-side crops of LR, bicubic, students, teacher and HR, PSNR in the titles, and the HR image with the box."
     from matplotlib.patches import Rectangle
@@ -570,7 +573,8 @@ def visual_crops(panels:dict,      # {label: HWC float image in [0,1] (or CHW te
     t, l, s = box
     if not (0 <= t and 0 <= l and s >= 1 and t + s <= H and l + s <= W):
         raise ValueError(f'visual_crops: box (top={t}, left={l}, size={s}) is not inside the {H}x{W} image')
-    ps = panel_psnr(ims, hr, border=scale or 0, skip=(lr,)) if hr in ims else {}
+    border = (scale or 0) if border is None else border
+    ps = panel_psnr(ims, hr, border=border, skip=(lr,), y_channel=y_channel) if hr in ims else {}
     n = len(ims); nc = min(ncols, n); nr = math.ceil(n/nc)
     fig = _fig(2.3*(nc + nr*W/H), 2.5*nr + 0.5)
     gs = fig.add_gridspec(nr, nc + nr, width_ratios=[W/H]*nr + [1]*nc)
@@ -584,7 +588,7 @@ def visual_crops(panels:dict,      # {label: HWC float image in [0,1] (or CHW te
         ttl = f'{k} (nearest x{scale})' if k == lr else k
         ax.set_title(f'{ttl}\n{ps[k]:.2f} dB' if k in ps else ttl, fontsize=10)
     for ax in fig.axes: ax.set_xticks([]); ax.set_yticks([])
-    if ps: fig.suptitle(f'PSNR vs {hr}: Y channel, whole image, border {scale or 0}', fontsize=10)
+    if ps: fig.suptitle(f'PSNR vs {hr}: {"Y channel" if y_channel else "RGB"}, whole image, border {border}', fontsize=10)
     return _save(fig, path)
 
 # %% ../nbs/10_plots.ipynb #3bf8bcdd
@@ -594,10 +598,10 @@ def sr_panels(lq,           # LR image: HWC array or (1,)3,h,w tensor in [0,1]
               nets:dict,    # {label: nn.Module or a ready SR image}, in display order (students, teacher)
               scale:int,    # SR factor
               lr:str='LR', hr:str='HR', # labels of the input and the ground truth
-             )->dict:       # {LR, bicubic, *nets, HR}: HWC float images in [0,1]
-    "The panels of `visual_crops` from an LR/HR pair and a few networks."
+             )->dict:       # {LR, bicubic (SR only), *nets, HR}: HWC float images in [0,1]
+    "The panels of `visual_crops` from an LQ/GT pair (LR/HR for SR) and a few networks."
     x, g = _batch1(lq, 'lq').clamp(0, 1), _hwc(gt, 'gt')
-    out = {lr: tensor2img(x), 'bicubic': tensor2img(imresize(x, scale).clamp(0, 1))}
+    out = {lr: tensor2img(x), **({'bicubic': tensor2img(imresize(x, scale).clamp(0, 1))} if scale > 1 else {})}
     for k, net in nets.items():
         if isinstance(net, torch.nn.Module):
             dev = next(net.parameters(), torch.empty(0)).device

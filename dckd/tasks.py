@@ -217,11 +217,29 @@ def evaluate(self:Task, net, # a network mapping (1,C,H,W) LQ to its restoration
              out_dir:str|Path|None=None, # also write the outputs here (PNG, the 8-bit levels scored)
             )->dict: # {'psnr', 'ssim', 'per_image': {name: {'psnr', 'ssim'}}}
     "Mean and per-image PSNR/SSIM of `net` on a benchmark folder, under the task's protocol and convention."
+    return self.evaluate_pairs(net, self.pairs(folder), out_dir)
+
+@patch
+def folder_pairs(self:Task, hr_dir:str|Path, # the GT images (the trainer's `val_hr`)
+                 lr_dir:str|Path|None=None, # their LQ twins (`val_lr`); tasks with `fresh_lq` make them by their test protocol
+                 filename_tmpl:str|None=None, # LQ file stem from the GT's (default: the task's layout, '{}x{}' for SR)
+                )->Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    "(name, lq, gt) of a GT folder and its LQ folder, float32 HWC: the trainer's validation pairs."
+    tmpl = filename_tmpl or ('{}x{}' if self.scale > 1 else '{}')
+    ds = PairedImageDataset(hr_dir, lr_dir, scale=self.scale, phase='val', filename_tmpl=tmpl)
+    for it in ds: yield Path(it['gt_path']).stem, *(rearrange(it[k], 'c h w -> h w c').numpy() for k in ('lq', 'gt'))
+
+@patch
+def evaluate_pairs(self:Task, net, # a network mapping (1,C,H,W) LQ to its restoration
+                   pairs, # (name, lq, gt) float HWC, e.g. `pairs(folder)` or `folder_pairs(hr, lr)`
+                   out_dir:str|Path|None=None, # also write the outputs here (PNG, the 8-bit levels scored)
+                  )->dict: # {'psnr', 'ssim', 'per_image': {name: {'psnr', 'ssim'}}}
+    "Mean and per-image PSNR/SSIM of `net` on (name, lq, gt) pairs, under the task's convention."
     dev, per = _device(net), {}
     was = net.training; net.eval()
     try:
         with torch.inference_mode():
-            for name, lq, gt in self.pairs(folder):
+            for name, lq, gt in pairs:
                 out = self.run_net(net, img2tensor(lq)[None].to(dev)).float().cpu()[0, :, :gt.shape[0], :gt.shape[1]]
                 per[name] = self.score(out, gt)
                 if out_dir is not None: imwrite(Path(out_dir)/f'{name}.png', out)
@@ -348,6 +366,10 @@ class DenoiseTask(Task):
             gt = imread(p)
             yield p.stem, self.make_lq(gt, np.random.RandomState(0)), gt
 
+    def folder_pairs(self, hr_dir:str|Path, lr_dir=None, filename_tmpl=None)->Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        "(name, noisy, clean) of a folder of clean images, with the test protocol's noise (`lr_dir` is not read)."
+        return self.pairs(hr_dir)
+
     def write_pairs(self, src_dir, out_dir, seed:int=0, files=None, crop_size=None, step=None, thresh_size:int=0)->dict:
         "Write the clean images only (`HR/`): training draws the noise per patch, evaluation by KAIR's protocol."
         gts, n = _write_gt(src_dir, Path(out_dir)/HR_DIR, files, crop_size, step, thresh_size)
@@ -429,10 +451,11 @@ class DerainTask(Task):
 # %% ../nbs/01a_tasks.ipynb #d68d3d95
 TASKS = dict(sr=SRTask, denoise=DenoiseTask, deblur=DeblurTask, derain=DerainTask)
 
-def make_task(cfg:dict|Task, # {'type': 'sr'|'denoise'|'deblur'|'derain', **keys}, or a task
+def make_task(cfg:dict|Task|int, # {'type': 'sr'|'denoise'|'deblur'|'derain', **keys}, a task, or an SR scale
              )->Task:
     "The task of a dict such as `{'type': 'denoise', 'sigma': 25}` (unknown types, keys and bad values refused)."
     if isinstance(cfg, Task): return cfg
+    if isinstance(cfg, int) and not isinstance(cfg, bool): return SRTask(cfg)   # a bare scale: SR, as before tasks
     if not isinstance(cfg, dict): raise TypeError(f"task: expected a dict like {{'type': 'sr', 'scale': 2}}, got {type(cfg).__name__}")
     cfg = dict(cfg); t = cfg.pop('type', None)
     if t not in TASKS: raise ValueError(f"task key 'type': got {t!r}; expected one of {', '.join(TASKS)}")
@@ -440,3 +463,18 @@ def make_task(cfg:dict|Task, # {'type': 'sr'|'denoise'|'deblur'|'derain', **keys
     if bad := [k for k in cfg if k not in keys]:
         raise ValueError(f"task {t!r}: unknown key {', '.join(map(repr, bad))}; accepted keys: {', '.join(keys)}")
     return TASKS[t](**cfg)
+
+# %% ../nbs/01a_tasks.ipynb #d61c038c
+class _Identity(torch.nn.Module):
+    "The LQ input as the restoration (the baseline of a same-size task)."
+    def forward(self, x): return x
+
+class _Bicubic(torch.nn.Module):
+    "MATLAB bicubic upscaling as a module, so it is scored like the networks."
+    def __init__(self, scale:int): super().__init__(); self.upscale = scale
+    def forward(self, x): return imresize(x, self.upscale)
+
+@patch
+def baseline(self:Task)->tuple:   # (row name, module)
+    "The input alone, scored like a network: the LQ image (same-size tasks), bicubic upscaling (SR)."
+    return ('bicubic', _Bicubic(self.scale)) if self.scale > 1 else ('input', _Identity())
