@@ -36,9 +36,9 @@ def _split(cfg:Mapping|None, registry:dict, name:str, strings:tuple=())->tuple:
     cls, ok = registry[t], _accepted(registry[t])
     for k, v in kw.items():
         if k not in ok: raise ConfigError(f"config key '{name}.{k}': {t} takes no {k!r}; accepted keys: {ok}")
-        if isinstance(v, str) and k not in strings:
-            raise ConfigError(f"config key '{name}.{k}': expected a number, got the string {v!r} "
-                              "(YAML reads 1e-3 as a string: write 1.0e-3 or !!float 1e-3)")
+        if isinstance(v, str) and k not in strings:   # PyYAML reads 1e-3 (YAML 1.2, as DVC writes it) as a string
+            try: kw[k] = float(v)
+            except ValueError: raise ConfigError(f"config key '{name}.{k}': expected a number, got the string {v!r}") from None
     return t, cls, kw
 
 # %% ../nbs/06b_optim.ipynb #efb07ea0

@@ -14,10 +14,11 @@ from .tasks import make_task
 _all_ = ['write_json', 'lr_folder', 'load_run_net']   # moved to dckd.artifacts, importable from here as before
 
 # %% auto #0
-__all__ = ['DEFAULT_TRAIN', 'DEFAULT_VAL', 'PAPER_ITERS', 'VARIANTS', 'skimage_image', 'write_default_data', 'prepare_split',
-           'holdout_split', 'budget_dcr_weight', 'variant_switches', 'variant_config', 'task_of', 'task_arch',
-           'check_params', 'check_params_file', 'check_workspace', 'demo_prepared', 'bicubic_net', 'evaluate_net',
-           'fresh_run', 'stage_durations', 'duration_table', 'write_json', 'lr_folder', 'load_run_net']
+__all__ = ['DEFAULT_TRAIN', 'DEFAULT_VAL', 'PAPER_ITERS', 'VARIANTS', 'PAPER_SETTINGS', 'skimage_image', 'write_default_data',
+           'prepare_split', 'holdout_split', 'budget_dcr_weight', 'variant_switches', 'variant_config', 'task_of',
+           'task_arch', 'paper_setting', 'apply_sets', 'check_params', 'check_params_file', 'check_workspace',
+           'demo_prepared', 'bicubic_net', 'evaluate_net', 'fresh_run', 'stage_durations', 'duration_table',
+           'write_json', 'lr_folder', 'load_run_net']
 
 # %% ../nbs/09_pipeline.ipynb #5426a3e6
 DEFAULT_TRAIN = ('chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry',
@@ -170,6 +171,53 @@ def task_arch(arch:dict, # an arch dict, or {task type or 'default': arch dict}
         raise ValueError(f"{where}: no network for task {t.type!r} (keys {', '.join(arch)}; add {t.type} or default)")
     return a
 
+# %% ../nbs/09_pipeline.ipynb #6051b4f9
+PAPER_SETTINGS = {   # task, teacher, student, recipe (dckd.optim.RECIPES), prepare crop/step, name of the test set, overrides
+    'gopro_nafnet':      dict(task='deblur', teacher='nafnet_gopro_teacher', student='nafnet_gopro_student', recipe='nafnet_gopro',
+                              crop=(512, 256), test='GoPro', keys={}),
+    'gopro_restormer':   dict(task='deblur', teacher='restormer_teacher', student='restormer_student', recipe='restormer_deblur',
+                              crop=(512, 256), test='GoPro', keys=dict(gt_size=256, batch=16)),   # progressive patches not built
+    'rain13k_restormer': dict(task='derain', teacher='restormer_teacher', student='restormer_student', recipe='restormer_derain',
+                              crop=(0, 0), test='Test100', keys=dict(gt_size=256, batch=16)),
+}
+
+def paper_setting(name:str,          # a key of `PAPER_SETTINGS`
+                  teacher:str,       # the teacher's official checkpoint (NAFNet-GoPro-width32.pth, motion_deblurring.pth, deraining.pth)
+                  train:str,         # the training pairs (GoPro/train, Rain13K/train)
+                  test:str,          # the test pairs (GoPro/test, Test100, ...)
+                  val:str|None=None, # a validation folder (default: `test`; only logged)
+                  vqgan:str='',      # a taming VQGAN f16/n1024 checkpoint (empty: the vqgan stage trains the compact one)
+                 )->list:            # ['key=value', ...] for `dvc exp run -S` (values in YAML/JSON)
+    "The `dvc exp run -S` overrides of one of the paper's settings."
+    from dckd.optim import RECIPES
+    if name not in PAPER_SETTINGS: raise ValueError(f'unknown setting {name!r}; settings: {", ".join(PAPER_SETTINGS)}')
+    import yaml
+    s = PAPER_SETTINGS[name]; r = RECIPES[s['recipe']]
+    j = lambda v: yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix('\n...').strip()   # YAML 1.1 floats: 1.0e-07
+    run = {**dict(optim=r['optim'], scheduler=r['scheduler'], pixel_loss=r['pixel_loss'], grad_clip=r['grad_clip'],
+                  iters=r['total_iter'], batch=r['batch'], gt_size=r['gt_size'], ema_decay=0.999, history_steps=[1000, 2000, 3000],
+                  history_period=100000, num_neg=4, p_noise=1.0, val_every=5000, ckpt_every=5000, log_every=100), **s['keys']}
+    t = s['task']   # (the networks go in as the task's entry of teacher.arch / distill.student; `++`: add or override)
+    return ['++' + kv for kv in
+            [f'task.type={t}', f'prepare.train_dir={train}', f'prepare.val_dir={val or test}', 'prepare.holdout_every=0',
+             f'prepare.crop_size={s["crop"][0]}', f'prepare.step={s["crop"][1] or 1}',
+             f'teacher.weights={teacher}', 'teacher.key=params', f'teacher.arch.{t}={j(dict(type=s["teacher"]))}',
+             f'distill.student.{t}={j(dict(type=s["student"]))}']
+            + [f'distill.{k}={j(v)}' for k, v in run.items()]
+            + ([f'vqgan.weights={vqgan}'] if vqgan else [])
+            + ['ablation.variants=[scratch, kd, dckd]', 'ablation.seeds=[0]', f'evaluate.sets.{s["test"]}={test}']]
+
+def apply_sets(params:dict, sets:list)->dict:
+    "`params` with `dvc exp run -S key=value` overrides applied (values parsed as YAML), as DVC applies them."
+    import copy, yaml
+    p = copy.deepcopy(params)
+    for kv in sets:
+        k, _, v = kv.partition('='); *path, last = k.lstrip('+').split('.')
+        d = p
+        for part in path: d = d.setdefault(part, {})
+        d[last] = yaml.safe_load(v)
+    return p
+
 # %% ../nbs/09_pipeline.ipynb #2353a5b8
 def _int(v, lo:int)->bool: return isinstance(v, int) and not isinstance(v, bool) and v >= lo
 
@@ -186,7 +234,7 @@ def _try_net(arch:dict, scale:int, n:int=16):
         what = f"{arch.get('type')} cannot be built from {arch}"
         try:
             with torch.device('meta'): net = build_net(arch)
-            if (s := net_scale(net)) is not None and s != scale: what = f"this {arch.get('type')} upscales x{s}, base.scale is {scale}"; raise ValueError
+            if (s := net_scale(net)) is not None and s != scale: what = f"this {arch.get('type')} upscales x{s}, the task's scale is {scale}"; raise ValueError
             what = f"{arch.get('type')} {arch} fails on a {n}x{n} input"
             with torch.random.fork_rng(devices=[]), torch.no_grad(): y = build_net(arch).eval()(torch.rand(1, 3, n, n))
             if tuple(y.shape[-2:]) != (n * (s or 1),) * 2:
@@ -201,7 +249,7 @@ def _check_prepare(p:dict, scale:int, root:Path|None)->list:
     for k in ('train_dir', 'val_dir'):
         if not p.get(k) or (root is not None and not (root/p[k]).is_dir()): errs.append(f'prepare.{k}: {p.get(k)!r} is not a folder (a folder of images)')
     if not _int(crop, 0) or (crop and (crop < scale or crop % scale)):
-        errs.append(f'prepare.crop_size: expected 0 (whole images) or a positive multiple of base.scale={scale}, got {crop!r}')
+        errs.append(f'prepare.crop_size: expected 0 (whole images) or a positive multiple of the task\'s scale {scale}, got {crop!r}')
     if crop and not _int(p.get('step', crop // 2 if _int(crop, 0) else 1), 1):
         errs.append(f"prepare.step: expected a positive stride in pixels, got {p.get('step')!r}")
     for k, lo in (('thresh_size', 0), ('n_show', 0)):
@@ -263,7 +311,7 @@ def check_params(params:dict, # the parsed params.yaml
         from dckd.checkpoint import _name_scale
         if not Path(t['weights']).is_file(): errs.append(f"teacher.weights: {t['weights']} is not a file")
         elif (s := _name_scale(Path(t['weights']))) and s != scale and not t.get('allow_scale_mismatch'):
-            errs.append(f"teacher.weights: {t['weights']} is named for scale {s}, base.scale is {scale} "
+            errs.append(f"teacher.weights: {t['weights']} is named for scale {s}, the task's scale is {scale} "
                         '(teacher.allow_scale_mismatch: true if the name is wrong)')
     else: cfg_ok('teacher', {k: v for k, v in t.items() if k not in ('weights', 'key', 'arch', 'allow_scale_mismatch')})
     d = dict(params.get('distill') or {})

@@ -272,6 +272,7 @@ class Resample(nn.Module):
 
 class Restormer(nn.Module):
     "Restormer (swz30/Restormer `restormer_arch.py`): same arguments, keys and forward."
+    size_multiple = 8   # height and width must be multiples of this (`dckd.tasks` evaluation reflect-pads, as the official test scripts do)
     def __init__(self, inp_channels:int=3,            # input channels (6 for the dual-pixel task)
                  out_channels:int=3,                   # output channels
                  dim:int=48,                           # channels of level 1 (x2, x4, x8 below)

@@ -240,7 +240,10 @@ def evaluate_pairs(self:Task, net, # a network mapping (1,C,H,W) LQ to its resto
     try:
         with torch.inference_mode():
             for name, lq, gt in pairs:
-                out = self.run_net(net, img2tensor(lq)[None].to(dev)).float().cpu()[0, :, :gt.shape[0], :gt.shape[1]]
+                x = img2tensor(lq)[None].to(dev)
+                if (m := getattr(net, 'size_multiple', 1)) > 1:   # (Restormer: 8) reflect-pad bottom/right, as its test scripts do
+                    x = torch.nn.functional.pad(x, (0, -x.shape[-1] % m, 0, -x.shape[-2] % m), mode='reflect')
+                out = self.run_net(net, x).float().cpu()[0, :, :gt.shape[0], :gt.shape[1]]
                 per[name] = self.score(out, gt)
                 if out_dir is not None: imwrite(Path(out_dir)/f'{name}.png', out)
     finally: net.train(was)
@@ -248,6 +251,24 @@ def evaluate_pairs(self:Task, net, # a network mapping (1,C,H,W) LQ to its resto
                 ssim=float(np.mean([v['ssim'] for v in per.values()])), per_image=per)
 
 # %% ../nbs/01a_tasks.ipynb #57ebc47a
+def _has_pairs(task, folder)->bool:
+    "Does `folder` hold the task's benchmark layout (LQ/GT pairs) rather than clean images alone?"
+    try: next(iter(task.pairs(folder))); return True
+    except (FileNotFoundError, StopIteration): return False
+
+def _copy_pairs(task, src_dir, out:Path, crop_size, step, thresh_size)->dict:
+    "A paired data set in the prepared layout (names flattened: GoPro's `scene/frame` becomes `scene_frame`), cut alike when asked."
+    import shutil
+    whole, n = (out/'_whole' if crop_size else out), 0
+    for name, lq, gt in task.pairs(src_dir):
+        stem = name.replace('/', '_')
+        imwrite(whole/task.gt_dir/f'{stem}.png', gt); imwrite(whole/task.lq_dir/f'{stem}.png', lq); n += 1
+    if crop_size:   # the same positions in both folders: the images have the same size
+        for d in (task.gt_dir, task.lq_dir): extract_subimages(whole/d, out/d, crop_size=crop_size, step=step or crop_size//2, thresh_size=thresh_size)
+        shutil.rmtree(whole)
+    return dict(task=task.to_dict(), paired=str(src_dir), sources=n, pairs=len(list_images(out/task.gt_dir)),
+                gt_dir=(out/task.gt_dir).as_posix(), lq_dir=(out/task.lq_dir).as_posix())
+
 def _write_gt(src_dir, out_dir:Path, files, crop_size, step, thresh_size)->tuple[list, int]:
     "The GT images of a prepared folder (whole, or cut into sub-images), as 8-bit PNG: (files, sources)."
     srcs = list_images(src_dir) if files is None else [Path(f) for f in files]
@@ -265,8 +286,11 @@ def write_pairs(self:Task, src_dir:str|Path, # folder of clean images
                 step:int|None=None, # sub-image stride (default: crop_size // 2)
                 thresh_size:int=0, # BasicSR's threshold for an edge-flush extra crop
                )->dict: # summary: task, counts, folders
-    "Write GT images and their synthetic LQ twins (8-bit PNG) in the layout `pairs` reads back."
+    "Write GT images and their synthetic LQ twins (8-bit PNG) in the layout `pairs` reads back; a paired source (GoPro, Rain13K) is copied as it is."
     out = Path(out_dir)
+    if self.lq_dir and _has_pairs(self, src_dir):   # real pairs: their own LQ images, not synthetic ones
+        if files is not None: raise ValueError(f'{src_dir} holds {self.type} pairs: a held-out split (holdout_every) takes a folder of clean images')
+        return _copy_pairs(self, src_dir, out, crop_size, step, thresh_size)
     gts, n_src = _write_gt(src_dir, out/self.gt_dir, files, crop_size, step, thresh_size)
     for p in gts:
         gt = imread(p)                                  # the 8-bit GT as stored: the LQ is made from what is kept

@@ -27,7 +27,7 @@ start=$(date +%s)
 dvc exp run -n "${EXP_NAME:-study-b$B}" \
   -S "prepare.train_dir=$S/data/Kodak24" -S "prepare.val_dir=$S/data/Kodak24" -S prepare.holdout_every=4 -S prepare.crop_size=0 \
   -S "teacher.weights=$S/weights/PANx2_DF2K.pth" \
-  -S 'teacher.arch={type: PAN, in_nc: 3, out_nc: 3, nf: 40, unf: 24, nb: 16}' \
+  -S 'teacher.arch.sr={type: PAN, in_nc: 3, out_nc: 3, nf: 40, unf: 24, nb: 16}' \
   -S vqgan.iters=1000 -S vqgan.batch=8 -S vqgan.patch=64 -S vqgan.log_every=50 \
   -S distill.batch=8 -S distill.gt_size=64 \
   -S "distill.history_steps=[$((25 * K)), $((50 * K)), $((75 * K))]" -S distill.history_period=$((100 * K)) \

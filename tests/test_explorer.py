@@ -88,7 +88,7 @@ def test_explorer_reads_experiments_and_study_folders(tmp_path):
     assert set(st.weights.dropna()) == {'ema', 'ema0.99'} and len(st[~st.fixed]) == 36
     table = (out/'table.md').read_text()
     # dckd minus kd, paired by seed: +0.1 dB on both seeds (no spread); the EMA copies against kd@ema0.99
-    assert re.search(r'\| tiny-exp +\| val +\| dckd +\| 2 +\| 31\.2\d ± 0\.04 +\| [^|]+\| \+0\.100 ± 0\.000 +\|', table), table
+    assert re.search(r'\| tiny-exp +\| sr scale 2; Y, border 2 +\| val +\| dckd +\| 2 +\| 31\.2\d ± 0\.04 +\| [^|]+\| \+0\.100 ± 0\.000 +\|', table), table
     assert re.search(r'\| kd_dcr@ema0\.99 +\| 3 +\|[^\n]*\| -0\.300 ± 0\.000 +\|', table), table
     # the experiment's run logs come from the DVC cache, the study's from its runs/ folder
     assert 'tiny-exp: kd_s0, dckd_s0' in text and 'docs/study/b400: kd_s0, kd_dcr_s0' in text, text
@@ -104,5 +104,5 @@ def test_explorer_without_experiments(tmp_path):
     out, text = _explore(tmp_path, repo=str(d))
     assert 'DVC experiments not read' in text and 'logs of scratch_s0, kd_s0, dckd_s0: in no source' in text, text
     assert '1 experiment(s) with Δ vs kd' in text
-    assert re.search(r'\| docs/pan_x2 +\| Set5 +\| dckd +\| 3 +\| 33\.90 ± 0\.27 ', (out/'table.md').read_text())
+    assert re.search(r'\| docs/pan_x2 +\| sr scale 2; Y, border 2 +\| Set5 +\| dckd +\| 3 +\| 33\.90 ± 0\.27 ', (out/'table.md').read_text())   # (no task.json: SR x2, as before tasks)
     assert not (out/'curves.png').exists() and not (out/'compared.png').exists()
