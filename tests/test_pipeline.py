@@ -87,12 +87,16 @@ def test_changing_one_ablation_budget_key_reruns_only_its_dependents(repo):
         (repo / 'params.yaml').write_text(TINY['params'])
 
 
-def test_wrong_checkpoint_path_fails_teacher_naming_it(repo):
+def test_wrong_checkpoint_path_fails_naming_it(repo):
+    "The check stage refuses a teacher checkpoint that is not there, naming it; nothing upstream is touched."
+    before = (repo / 'results/prepare/summary.json').read_bytes()
     edit_params(repo, lambda p: p['teacher'].update(weights='no/such/teacher.pth'))
     try:
         r = run('dvc repro teacher', repo, check=False)
         assert r.returncode != 0
-        assert 'no/such/teacher.pth' in r.stdout + r.stderr
-        assert 'up to date' in run('dvc status prepare', repo).stdout   # the earlier stage's outputs stay valid
+        assert 'teacher.weights: no/such/teacher.pth is not a file' in r.stdout + r.stderr
+        assert (repo / 'results/prepare/summary.json').read_bytes() == before   # the earlier stage's outputs stay
     finally:
         (repo / 'params.yaml').write_text(TINY['params'])
+    out = run('dvc repro prepare', repo).stdout   # the check's output comes back with the same bytes: prepare stays valid
+    assert "Running stage 'prepare'" not in out, out
