@@ -21,14 +21,13 @@ from .archs import build_net, resolve_arch, check_arch, ConfigError, SWINIR_M, D
 from .artifacts import RUN_CONFIG, RUN_FINGERPRINT, run_weights
 from .vqgan import VQGAN, F16_DDCONFIG, load_taming, load_vq
 from fastcore.basics import patch
-from .losses import (PAPER_WEIGHTS, DCR_EPS, fakd_loss, FeatureTap, DCR_WEIGHTS, DCRState, dcr_dists, pixel_loss, kd_loss, lcr_loss, noising, random_masks,
+from .losses import (PAPER_WEIGHTS, DCR_EPS, fakd_loss, FeatureTap, DCR_WEIGHTS, DCRState, dcr_dists, kd_loss, lcr_loss, noising, random_masks,
                      dcr_loss, dmm_loss, make_negatives)
 from .runlog import RunLog, read_final_metrics
 from .checkpoint import net_scale, load_weights, save_weights, save_state, load_state, CheckpointError
 from .data import PairedImageDataset
 from .tasks import make_task
 from .optim import build_optimizer, build_scheduler, build_pixel_loss, flat_optim, sgd_probe
-from .metrics import score_pair
 
 # %% auto #0
 __all__ = ['TERMS', 'WEIGHTS', 'TINY_SWINIR', 'TINY_VQGAN', 'RUN_BOOKKEEPING', 'DistillConfig', 'run_task', 'history_step',
