@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 import numpy as np
 from .data import imread, imwrite, imresize, mod_crop, list_images, extract_subimages, unique_stems
-from .artifacts import RUN_CONFIG, PREPARE_SUMMARY, split_dir, set_dirs, pairs_dirs, lr_file, write_json, lr_folder, load_run_net
+from .artifacts import PREPARE_SUMMARY, split_dir, set_dirs, lr_file, write_json, lr_folder, load_run_net
 from .tasks import make_task
 _all_ = ['write_json', 'lr_folder', 'load_run_net']   # moved to dckd.artifacts, importable from here as before
 
@@ -287,7 +287,7 @@ def check_params(params:dict, # the parsed params.yaml
                 )->dict:      # {'ok': True, 'variants': [...]} when every stage's configuration is valid
     "Validate the configurations the pipeline's stages will build; raise `ConfigError` listing every problem."
     from dckd.distill import DistillConfig, ConfigError
-    from dckd.archs import check_arch, resolve_arch
+    from dckd.archs import resolve_arch
     errs, task, scale = [], None, 2
     try: task = task_of(params); scale = task.scale
     except (TypeError, ValueError) as e: errs.append(str(e))

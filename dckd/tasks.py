@@ -148,7 +148,7 @@ def _number(key, v, lo=None, hi=None, integer=False):
 
 def _range(key, v, lo=None, hi=None):
     "`v` as a (low, high) tuple of numbers in [lo, hi] with low <= high."
-    if not isinstance(v, (list, tuple)) or len(v) != 2: _fail(key, v, f'a [low, high] pair')
+    if not isinstance(v, (list, tuple)) or len(v) != 2: _fail(key, v, 'a [low, high] pair')
     a, b = (_number(key, x, lo, hi) for x in v)
     if a > b: _fail(key, v, 'low <= high')
     return (a, b)
