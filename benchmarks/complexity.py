@@ -4,6 +4,7 @@
     python benchmarks/complexity.py            # full table (a minute or two on 2 threads)
     python benchmarks/complexity.py --quick    # smoke run: one latency run on a 32x32 input
     python benchmarks/complexity.py --threads 4 --runs 10 --latency-size 96
+    python benchmarks/complexity.py --task denoise   # the denoising study's teacher and student (256x256 input)
 
 MACs vs FLOPs: one multiply-accumulate (MAC) is one multiplication plus one addition, i.e. about 2 FLOPs.
 The SR literature's "FLOPs" / "Multi-Adds" (EDSR, RCAN, SwinIR's `flops()`, PAN) are MACs; this table reports
@@ -64,6 +65,18 @@ def _models(scale:int=2)->dict:
     }
 
 
+# the denoising study (nbs/11a_study_denoise.ipynb, profiles/denoise_ffdnet.sh): same-size networks
+DENOISE_STUDENT = dict(type='NAFNet', img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=[1, 1, 1], dec_blk_nums=[1, 1, 1])
+
+def _denoise_models()->dict:
+    from dckd.archs import build_net
+    return {
+        'FFDNet colour (teacher, sigma 25)': lambda: build_net({'type': 'ffdnet_color', 'sigma': 25}),
+        'NAFNet w8 1-1-1/1 (study student)': lambda: build_net(DENOISE_STUDENT),
+        'DnCNN 32x8 (thin DnCNN)': lambda: build_net(dict(type='DnCNN', in_nc=3, out_nc=3, nc=32, nb=8, act_mode='R')),
+    }
+
+
 def _latency(model:nn.Module, size:int, runs:int)->float:
     "Median seconds of `runs` forward passes on a (1,3,size,size) input, after one warm-up."
     x = torch.rand(1, 3, size, size)
@@ -75,12 +88,14 @@ def _latency(model:nn.Module, size:int, runs:int)->float:
     return statistics.median(ts)
 
 
-def benchmark_models(scale:int=2, latency_size:int=64, runs:int=5, names:list|None=None)->list[dict]:
-    "One row per model: params, GMACs at the 1280x720-output convention, median CPU latency."
+def benchmark_models(scale:int=2, latency_size:int=64, runs:int=5, names:list|None=None, task:str='sr')->list[dict]:
+    "One row per model: params, GMACs (SR: 1280x720 output; denoise: a 256x256 image), median CPU latency."
     from dckd.archs import count_params
-    lr = (720 // scale, 1280 // scale)
+    if task == 'denoise': scale, models = 1, _denoise_models()
+    else: models = _models(scale)
+    lr = (256, 256) if task == 'denoise' else (720 // scale, 1280 // scale)
     rows = []
-    for name, make in _models(scale).items():
+    for name, make in models.items():
         if names and not any(n.lower() in name.lower() for n in names): continue
         net = make().eval()
         macs = count_macs(copy.deepcopy(net).to('meta'), torch.empty(1, 3, *lr, device='meta'))
@@ -93,8 +108,9 @@ def benchmark_models(scale:int=2, latency_size:int=64, runs:int=5, names:list|No
 
 def _table(rows:list[dict], threads:int)->str:
     lr = rows[0]['lr']
-    head = (f"| model | x | params | GMACs conv | GMACs linear | GMACs attn | **GMACs** ({lr[1]}x{lr[0]} LR -> "
-            f"{lr[1]*rows[0]['scale']}x{lr[0]*rows[0]['scale']}) | CPU ms ({rows[0]['latency_size']}^2 LR, "
+    size = (f"{lr[1]}x{lr[0]} input" if rows[0]['scale'] == 1 else
+            f"{lr[1]}x{lr[0]} LR -> {lr[1]*rows[0]['scale']}x{lr[0]*rows[0]['scale']}")
+    head = (f"| model | x | params | GMACs conv | GMACs linear | GMACs attn | **GMACs** ({size}) | CPU ms ({rows[0]['latency_size']}^2 LR, "
             f"median of {rows[0]['runs']}, {threads} threads) |")
     lines = [head, '|' + ' --- |' * 8]
     for r in rows:
@@ -113,11 +129,12 @@ def main(argv:list[str]|None=None):
     p.add_argument('--latency-size', type=int, default=64, help='LR side of the latency input (default 64)')
     p.add_argument('--only', nargs='*', default=None, help='substrings of model names to keep')
     p.add_argument('--quick', action='store_true', help='smoke run: 1 timed run on a 32x32 input')
+    p.add_argument('--task', choices=['sr', 'denoise'], default='sr', help="sr: the SR networks; denoise: the denoising study's")
     a = p.parse_args(argv)
     if a.quick: a.runs, a.latency_size = 1, 32
     torch.set_num_threads(a.threads)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads; GMACs = 1e9 multiply-accumulates (~2 FLOPs each)')
-    rows = benchmark_models(a.scale, a.latency_size, a.runs, a.only)
+    rows = benchmark_models(a.scale, a.latency_size, a.runs, a.only, a.task)
     print(_table(rows, a.threads))
     return rows
 

@@ -124,6 +124,9 @@ VARIANTS = {
     # budget-aware DCKD (fixed on the study's validation split before the budget curve): all five terms, the DCR
     # weight grows with the budget as sqrt(iters / 250k) up to the paper's 0.1; everything else is the run's own
     'dckd_budget':      dict(losses=_DCKD, weights=dict(dcr=lambda k: budget_dcr_weight(k['iters']))),
+    # the remedy the SR study's H2 pointed at (fixed before any denoising run, nbs/11a_study_denoise.ipynb): all five
+    # DCKD terms at the run's weights, the negatives made by the frozen teacher on the degraded copies (static)
+    'dckd_tneg':        dict(losses=_DCKD, neg_net='teacher'),
 }
 
 def variant_switches(name:str, # a key of `VARIANTS`
