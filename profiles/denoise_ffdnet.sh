@@ -23,8 +23,8 @@ DOCS=${DOCS-docs/denoise_ffdnet/b$B}
 for f in "$S/weights/FFDNet_color.pth" "$S/data/Kodak24" "$S/data/CBSD68"; do
   [ -e "$f" ] || { echo "denoise_ffdnet.sh: $f not found (SHARED=$S: expected weights/FFDNet_color.pth, data/Kodak24, data/CBSD68)" >&2; exit 2; }
 done
-(( B % 400 == 0 )) || { echo "denoise_ffdnet.sh: BUDGET=$B: expected a multiple of 400 (the schedule is scaled from 400)" >&2; exit 2; }
-K=$((B / 400))
+. profiles/_study_budget.sh
+study_schedule "$B" denoise_ffdnet.sh
 start=$(date +%s)
 dvc exp run -n "${EXP_NAME:-denoise-ffdnet-b$B}" \
   -S task.type=denoise -S task.denoise.sigma=25 \
@@ -32,21 +32,11 @@ dvc exp run -n "${EXP_NAME:-denoise-ffdnet-b$B}" \
   -S "teacher.weights=$S/weights/FFDNet_color.pth" \
   -S '++teacher.arch.denoise={type: ffdnet_color, sigma: 25}' \
   -S '++distill.student.denoise={type: NAFNet, img_channel: 3, width: 8, middle_blk_num: 1, enc_blk_nums: [1, 1, 1], dec_blk_nums: [1, 1, 1]}' \
-  -S vqgan.iters=1000 -S vqgan.batch=8 -S vqgan.patch=64 -S vqgan.log_every=50 \
-  -S distill.batch=8 -S distill.gt_size=64 \
-  -S "distill.history_steps=[$((25 * K)), $((50 * K)), $((75 * K))]" -S distill.history_period=$((100 * K)) \
-  -S distill.log_every=$((10 * K)) \
-  -S "ablation.variants=$V" -S 'ablation.seeds=[0, 1, 2]' \
-  -S "++ablation.budget={iters: $B, milestones: [$((280 * K)), $((360 * K))], val_every: 0, ckpt_every: $((100 * K)), ema_extra: [0.99], grad_every: $((20 * K))}" \
+  "${SCHEDULE[@]}" -S "ablation.variants=$V" \
   -S "++evaluate.sets.CBSD68=$S/data/CBSD68" "$@"
 echo "denoise_ffdnet.sh: the experiment took $(( ($(date +%s) - start) / 60 )) min"
 if [ -n "$DOCS" ]; then
-  mkdir -p "$DOCS/runs"
-  cp results/report/table.md results/report/table.json results/evaluate/metrics.json results/evaluate/rows.json \
-     results/evaluate/per_image.json results/evaluate/task.json "$DOCS"/
-  cp results/report/*.png "$DOCS"/ 2>/dev/null || true
-  python -c "import shutil, sys, dckd.artifacts as A
-shutil.copy(f'results/prepare/{A.PREPARE_SUMMARY}', sys.argv[1])
-A.copy_run_records('results/ablation', sys.argv[1] + '/runs', also=('history_refresh.json', 'live/plots/metrics'))" "$DOCS"
+  copy_docs "$DOCS"
+  cp results/evaluate/task.json results/report/*.png "$DOCS"/   # the task and its convention; the report's figures
   echo "denoise_ffdnet.sh: table, scores, figures and run logs in $DOCS"; cat "$DOCS/table.md"
 fi

@@ -21,28 +21,17 @@ DOCS=${DOCS-docs/study/b$B}
 for f in "$S/weights/PANx2_DF2K.pth" "$S/data/Kodak24" "$S/data/Set5/HR" "$S/data/Set5/LR_bicubic/X2"; do
   [ -e "$f" ] || { echo "study.sh: $f not found (SHARED=$S: expected weights/PANx2_DF2K.pth, data/Kodak24, data/Set5)" >&2; exit 2; }
 done
-(( B % 400 == 0 )) || { echo "study.sh: BUDGET=$B: expected a multiple of 400 (the schedule is scaled from 400)" >&2; exit 2; }
-K=$((B / 400))
+. profiles/_study_budget.sh
+study_schedule "$B" study.sh
 start=$(date +%s)
 dvc exp run -n "${EXP_NAME:-study-b$B}" \
   -S "prepare.train_dir=$S/data/Kodak24" -S "prepare.val_dir=$S/data/Kodak24" -S prepare.holdout_every=4 -S prepare.crop_size=0 \
   -S "teacher.weights=$S/weights/PANx2_DF2K.pth" \
   -S 'teacher.arch.sr={type: PAN, in_nc: 3, out_nc: 3, nf: 40, unf: 24, nb: 16}' \
-  -S vqgan.iters=1000 -S vqgan.batch=8 -S vqgan.patch=64 -S vqgan.log_every=50 \
-  -S distill.batch=8 -S distill.gt_size=64 \
-  -S "distill.history_steps=[$((25 * K)), $((50 * K)), $((75 * K))]" -S distill.history_period=$((100 * K)) \
-  -S distill.log_every=$((10 * K)) \
-  -S "ablation.variants=$V" -S 'ablation.seeds=[0, 1, 2]' \
-  -S "++ablation.budget={iters: $B, milestones: [$((280 * K)), $((360 * K))], val_every: 0, ckpt_every: $((100 * K)), ema_extra: [0.99], grad_every: $((20 * K))}" \
+  "${SCHEDULE[@]}" -S "ablation.variants=$V" \
   -S "++evaluate.sets.Set5=$S/data/Set5" "$@"
 echo "study.sh: the experiment took $(( ($(date +%s) - start) / 60 )) min"
 if [ -n "$DOCS" ]; then
-  mkdir -p "$DOCS/runs"
-  cp results/report/table.md results/report/table.json results/evaluate/metrics.json results/evaluate/rows.json \
-     results/evaluate/per_image.json "$DOCS"/
-  # the prepare stage's counts, and each run's configuration, summary, refreshes and DVCLive curves (small text files)
-  python -c "import shutil, sys, dckd.artifacts as A
-shutil.copy(f'results/prepare/{A.PREPARE_SUMMARY}', sys.argv[1])
-A.copy_run_records('results/ablation', sys.argv[1] + '/runs', also=('history_refresh.json', 'live/plots/metrics'))" "$DOCS"
+  copy_docs "$DOCS"
   echo "study.sh: table, scores and run logs in $DOCS"; cat "$DOCS/table.md"
 fi
