@@ -6,6 +6,9 @@
 #   BUDGET=1600 bash profiles/denoise_ffdnet.sh          # the same at 1,600 iterations
 #   VARIANTS='[kd, dckd]' bash profiles/denoise_ffdnet.sh -S 'ablation.seeds=[0]'   # fewer runs, extra -S
 #   SHARED=/data/dckd-shared bash profiles/denoise_ffdnet.sh                       # other data root
+#   VARIANTS='[kd, dckd, kd_dcr, kd_dcr_shallow, kd_dcr_deep]' EXP_NAME=denoise-ffdnet-b400-levels \
+#     DOCS=docs/denoise_ffdnet/b400_levels bash profiles/denoise_ffdnet.sh       # the VQ-level runs (D3); the report
+#                                                                                # needs dckd in every variant list
 #
 # Task: colour Gaussian denoising, sigma 25 (training noise fresh per patch; evaluation by KAIR's protocol).
 # Teacher: FFDNet colour (KAIR's port, 852K parameters), frozen, called at the task's sigma.
